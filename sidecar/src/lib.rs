@@ -1,1 +1,3 @@
-//! placeholder
+//! The Weir broker library: storage engine, RocketMQ 5 gRPC service, consumer state and metrics.
+
+pub mod storage;

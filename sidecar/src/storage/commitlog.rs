@@ -1,0 +1,205 @@
+//! The shared commit log: every partition's messages and every consumer's acknowledgements, in one
+//! sequence of segment files, so one fdatasync makes a whole group commit durable whatever the
+//! partition count.
+//!
+//! ```text
+//! commitlog/
+//!   00000000000000000000.log   sealed   [0, 268_435_200)
+//!   00000000000268435200.log   sealed   [268_435_200, 536_870_376)
+//!   00000000000536870376.log   active   [536_870_376, end)   <- the writer appends here
+//! ```
+//!
+//! Positions are global byte offsets; a segment starts exactly where the previous one ended, so
+//! positions are dense and a follower can later stream the log byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::storage::frame::{self, FrameHeader, HEADER_LEN};
+use crate::storage::segment::{self, Segment};
+use crate::storage::{StorageError, sync_dir};
+
+/// The set of segments.
+#[derive(Debug)]
+pub struct CommitLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    max_frame: u32,
+    /// Sorted by base; the last one is the active segment.
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// Everything before this position was fdatasynced.
+    durable: AtomicU64,
+}
+
+impl CommitLog {
+    /// Opens the segments in `dir` (creating the directory and a first segment at `initial_base`
+    /// when there are none).
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        max_frame: u32,
+        initial_base: u64,
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create log dir", dir, e))?;
+        let mut segments = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list log dir", dir, e))? {
+            let path = entry
+                .map_err(|e| StorageError::io("list log dir", dir, e))?
+                .path();
+            if segment::parse_file_name(&path).is_some() {
+                segments.push(Arc::new(Segment::open(&path)?));
+            }
+        }
+        segments.sort_by_key(|s| s.base());
+        for pair in segments.windows(2) {
+            if pair[0].end() > pair[1].base() {
+                return Err(StorageError::Corrupt {
+                    position: Some(pair[1].base()),
+                    reason: format!(
+                        "segments overlap: {} ends at {} but {} starts at {}",
+                        pair[0].path().display(),
+                        pair[0].end(),
+                        pair[1].path().display(),
+                        pair[1].base()
+                    ),
+                });
+            }
+        }
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(dir, initial_base, segment_bytes)?));
+        }
+        let end = segments.last().map(|s| s.end()).unwrap_or(0);
+        Ok(Self {
+            dir: dir.to_owned(),
+            segment_bytes,
+            max_frame,
+            segments: RwLock::new(segments),
+            durable: AtomicU64::new(end),
+        })
+    }
+
+    /// Largest frame accepted.
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Capacity of a segment.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+
+    /// The segment the writer appends to.
+    pub fn active(&self) -> Arc<Segment> {
+        self.segments
+            .read()
+            .last()
+            .expect("a log always has a segment")
+            .clone()
+    }
+
+    /// All segments, oldest first.
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+
+    /// First retained position.
+    pub fn start(&self) -> u64 {
+        self.segments.read().first().map(|s| s.base()).unwrap_or(0)
+    }
+
+    /// End of written data.
+    pub fn end(&self) -> u64 {
+        self.active().end()
+    }
+
+    /// End of fdatasynced data.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Records that everything before `position` is on disk.
+    pub fn mark_durable(&self, position: u64) {
+        self.durable.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// Bytes held by all segments.
+    pub fn total_bytes(&self) -> u64 {
+        self.segments.read().iter().map(|s| s.len()).sum()
+    }
+
+    /// Seals the active segment (syncing it) and starts a new one at its end.
+    pub fn roll(&self) -> Result<Arc<Segment>, StorageError> {
+        let old = self.active();
+        old.sync().map_err(|e| {
+            StorageError::Fatal(format!("fdatasync of {} failed: {e}", old.path().display()))
+        })?;
+        self.mark_durable(old.end());
+        let next = Arc::new(Segment::create(&self.dir, old.end(), self.segment_bytes)?);
+        self.segments.write().push(next.clone());
+        Ok(next)
+    }
+
+    /// The segment holding `position`, if still retained.
+    pub fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read();
+        let i = segments.partition_point(|s| s.base() <= position);
+        (i > 0)
+            .then(|| segments[i - 1].clone())
+            .filter(|s| position < s.end())
+    }
+
+    /// Reads and verifies the frame of `length` bytes at `position`; returns its header and body.
+    pub fn read_frame(
+        &self,
+        position: u64,
+        length: u32,
+    ) -> Result<(FrameHeader, Bytes), StorageError> {
+        let segment = self
+            .segment_for(position)
+            .ok_or(StorageError::Expired { position })?;
+        let mut buf = vec![0u8; length as usize];
+        segment
+            .read_at(position, &mut buf)
+            .map_err(|e| StorageError::io("read log", segment.path(), e))?;
+        let header = frame::decode_header(&buf, position, self.max_frame).map_err(|e| {
+            StorageError::Corrupt {
+                position: Some(position),
+                reason: format!("{e:?} in {}", segment.path().display()),
+            }
+        })?;
+        let body = Bytes::from(buf).slice(HEADER_LEN..header.length as usize);
+        Ok((header, body))
+    }
+
+    /// Deletes sealed segments that end at or before `position` and match `expired`; returns the new
+    /// start position. The active segment is never deleted.
+    pub fn delete_segments(
+        &self,
+        position: u64,
+        mut expired: impl FnMut(&Segment) -> bool,
+    ) -> Result<u64, StorageError> {
+        let doomed: Vec<Arc<Segment>> = {
+            let segments = self.segments.read();
+            let sealed = &segments[..segments.len() - 1];
+            sealed
+                .iter()
+                .take_while(|s| s.end() <= position && expired(s))
+                .cloned()
+                .collect()
+        };
+        if doomed.is_empty() {
+            return Ok(self.start());
+        }
+        self.segments.write().drain(..doomed.len());
+        for s in &doomed {
+            std::fs::remove_file(s.path())
+                .map_err(|e| StorageError::io("delete segment", s.path(), e))?;
+        }
+        sync_dir(&self.dir)?;
+        Ok(self.start())
+    }
+}

@@ -1,0 +1,643 @@
+//! The storage engine: one shared commit log per broker plus a small index per partition (the
+//! RocketMQ CommitLog + ConsumeQueue design).
+//!
+//! ```text
+//! <data dir>/
+//!   commitlog/<position>.log          frames of every partition and every ack   (segment, frame)
+//!   index/<topic>/<partition>/<offset>.idx   queue offset -> log position        (index)
+//!   checkpoint                         replay start + consumer state snapshot   (checkpoint)
+//! ```
+//!
+//! Writes go through a single group-commit writer thread ([`writer`]); reads are positioned reads
+//! from any thread. The log is the only source of truth: indexes and consumer state are rebuilt from
+//! it past the checkpoint on every start ([`recovery`]).
+
+pub mod checkpoint;
+pub mod commitlog;
+pub mod frame;
+pub mod index;
+pub mod record;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use tokio::sync::{oneshot, watch};
+
+use checkpoint::Checkpoint;
+use commitlog::CommitLog;
+use frame::RecordKind;
+use index::{IndexEntry, PartitionIndex};
+pub use recovery::RecoveryReport;
+pub use writer::AppendRecord;
+use writer::Command;
+
+/// Errors of the storage engine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause (shared so the error can be cloned to every waiter of a group commit).
+        source: Arc<std::io::Error>,
+    },
+    /// Stored bytes failed verification.
+    #[error("corrupt data{}: {reason}", position.map(|p| format!(" at log position {p}")).unwrap_or_default())]
+    Corrupt {
+        /// Where, if known.
+        position: Option<u64>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record is larger than a frame may be.
+    #[error("record of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The data at a position was deleted by retention.
+    #[error("log position {position} was deleted by retention")]
+    Expired {
+        /// The position asked for.
+        position: u64,
+    },
+    /// Durability can no longer be guaranteed (an fsync failed); the store accepts no more writes.
+    #[error("storage stopped: {0}")]
+    Fatal(String),
+    /// The store is shut down.
+    #[error("storage is shut down")]
+    Closed,
+    /// Invalid configuration.
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+}
+
+impl StorageError {
+    /// Wraps an I/O error with the operation and the path.
+    pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// fsync of a directory, so that created, renamed and deleted names are durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("sync directory", dir, e))
+}
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// After the group commit's fdatasync returned.
+    #[default]
+    Sync,
+    /// After the write reached the page cache; synced within the flush interval.
+    Async,
+}
+
+/// Where an appended record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Log position of its frame.
+    pub position: u64,
+    /// Queue offset (messages); 0 for other records.
+    pub queue_offset: u64,
+}
+
+/// Retention limits; whole sealed segments are deleted when either is exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete segments whose newest data is older than this.
+    pub time: Option<Duration>,
+    /// Delete the oldest segments while the log is larger than this.
+    pub bytes: Option<u64>,
+}
+
+/// Settings of a store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Data directory.
+    pub dir: PathBuf,
+    /// Capacity of one segment file.
+    pub segment_bytes: u64,
+    /// Largest frame (header + body).
+    pub max_frame_bytes: u32,
+    /// How long Async-durability data may stay unsynced.
+    pub async_flush_interval: Duration,
+    /// Retention limits.
+    pub retention: Retention,
+}
+
+impl StoreConfig {
+    /// Defaults for a data directory: 256 MiB segments, 8 MiB frames, 200 ms async flush, 72 h.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes: 256 << 20,
+            max_frame_bytes: 8 << 20,
+            async_flush_interval: Duration::from_millis(200),
+            retention: Retention {
+                time: Some(Duration::from_secs(72 * 3600)),
+                bytes: None,
+            },
+        }
+    }
+
+    fn validate(&self) -> Result<(), StorageError> {
+        if self.segment_bytes < 2 * self.max_frame_bytes as u64 {
+            return Err(StorageError::Config(format!(
+                "segment size {} must be at least twice the largest frame ({})",
+                self.segment_bytes, self.max_frame_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// State derived from non-message records (consumer acknowledgements), owned by the broker layer.
+///
+/// `apply` is called in log order, once for every record: from the writer thread after the record is
+/// durable, and during recovery for records after the checkpoint. `snapshot` is taken by the writer
+/// between groups, so it reflects exactly the records before the checkpoint position.
+pub trait StateMachine: Send + Sync + 'static {
+    /// Applies one record.
+    fn apply(&self, kind: RecordKind, body: &[u8]);
+    /// Serialises the current state.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replaces the state with a snapshot.
+    fn restore(&self, snapshot: &[u8]) -> Result<(), String>;
+    /// Sees every message replayed during recovery (to rebuild caches such as send de-duplication).
+    fn replayed_message(&self, _partition: &Partition, _queue_offset: u64, _body: &[u8]) {}
+}
+
+/// A state machine that keeps nothing (for tests and tools).
+#[derive(Debug, Default)]
+pub struct NoState;
+
+impl StateMachine for NoState {
+    fn apply(&self, _: RecordKind, _: &[u8]) {}
+    fn snapshot(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    fn restore(&self, _: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Timing the storage engine reports.
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    /// fdatasync durations of the commit log.
+    pub fsync_seconds: prometheus::Histogram,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(
+            "weir_store_fsync_seconds",
+            "fdatasync latency of the commit log",
+        )
+        .buckets(vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+        ]);
+        Self {
+            fsync_seconds: prometheus::Histogram::with_opts(opts).expect("valid histogram"),
+        }
+    }
+}
+
+impl StoreMetrics {
+    fn observe_fsync(&self, d: Duration) {
+        self.fsync_seconds.observe(d.as_secs_f64());
+    }
+}
+
+/// One partition (RocketMQ message queue) of a topic: its index and offsets.
+#[derive(Debug)]
+pub struct Partition {
+    topic: Arc<str>,
+    id: u32,
+    /// The partition's index.
+    pub index: PartitionIndex,
+}
+
+impl Partition {
+    /// Topic name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Partition number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Next queue offset to be assigned (= one past the newest readable message).
+    pub fn end_offset(&self) -> u64 {
+        self.index.end()
+    }
+
+    /// Oldest retained queue offset.
+    pub fn start_offset(&self) -> u64 {
+        self.index.start()
+    }
+}
+
+type PartitionKey = (Arc<str>, u32);
+
+pub(crate) struct StoreInner {
+    config: StoreConfig,
+    log: CommitLog,
+    partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
+    state: Arc<dyn StateMachine>,
+    metrics: StoreMetrics,
+    /// Everything before this position is on disk and indexed (the checkpoint may move up to it).
+    published: watch::Sender<u64>,
+    /// Replay position of the newest checkpoint on disk; retention never deletes past it.
+    checkpointed: AtomicU64,
+    poison: OnceLock<String>,
+    fatal_hook: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl StoreInner {
+    fn poisoned(&self) -> Option<String> {
+        self.poison.get().cloned()
+    }
+
+    fn poison(&self, reason: String) {
+        if self.poison.set(reason.clone()).is_ok() {
+            tracing::error!(%reason, "storage failed; refusing further writes");
+            (self.fatal_hook)(&reason);
+        }
+    }
+
+    fn publish(&self, position: u64) {
+        self.published.send_replace(position);
+    }
+
+    fn partition(&self, topic: &str, id: u32) -> Result<Arc<Partition>, StorageError> {
+        if let Some(p) = self.partitions.read().get(&(Arc::from(topic), id)) {
+            return Ok(p.clone());
+        }
+        let mut map = self.partitions.write();
+        let topic: Arc<str> = Arc::from(topic);
+        if let Some(p) = map.get(&(topic.clone(), id)) {
+            return Ok(p.clone());
+        }
+        let dir = self
+            .config
+            .dir
+            .join("index")
+            .join(&*topic)
+            .join(id.to_string());
+        let p = Arc::new(Partition {
+            topic: topic.clone(),
+            id,
+            index: PartitionIndex::open(dir)?,
+        });
+        map.insert((topic, id), p.clone());
+        Ok(p)
+    }
+}
+
+/// A handle to an open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+    tx: Arc<Mutex<Option<std::sync::mpsc::Sender<Command>>>>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.config.dir)
+            .finish()
+    }
+}
+
+/// The fields of a stored message that recovery needs, decoded without copying the body.
+#[derive(Clone, PartialEq, prost::Message)]
+struct MessageRouting {
+    #[prost(string, tag = "1")]
+    topic: String,
+    #[prost(uint32, tag = "2")]
+    partition: u32,
+    #[prost(string, tag = "4")]
+    tag: String,
+    #[prost(int64, tag = "10")]
+    store_timestamp_ms: i64,
+}
+
+impl Store {
+    /// Opens the store in `config.dir`: loads the checkpoint, recovers the log past it (torn tail cut,
+    /// corruption reported, indexes and `state` rebuilt) and starts the writer thread.
+    ///
+    /// `fatal_hook` runs once if durability is lost (a failed fsync); the broker exits there.
+    pub fn open(
+        config: StoreConfig,
+        state: Arc<dyn StateMachine>,
+        metrics: StoreMetrics,
+        fatal_hook: Box<dyn Fn(&str) + Send + Sync>,
+    ) -> Result<(Self, RecoveryReport), StorageError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| StorageError::io("create data dir", &config.dir, e))?;
+        let checkpoint = Checkpoint::load(&config.dir)?;
+        let replay_from = checkpoint.as_ref().map(|c| c.replay_from).unwrap_or(0);
+        if let Some(c) = &checkpoint {
+            state
+                .restore(&c.state)
+                .map_err(|reason| StorageError::Corrupt {
+                    position: None,
+                    reason,
+                })?;
+        }
+        let log = CommitLog::open(
+            &config.dir.join("commitlog"),
+            config.segment_bytes,
+            config.max_frame_bytes,
+            replay_from,
+        )?;
+        let (published, _) = watch::channel(0);
+        let inner = Arc::new(StoreInner {
+            log,
+            partitions: RwLock::new(HashMap::new()),
+            state,
+            metrics,
+            published,
+            checkpointed: AtomicU64::new(replay_from),
+            poison: OnceLock::new(),
+            fatal_hook,
+            config,
+        });
+        inner.load_partitions()?;
+        let report = inner.recover(replay_from.max(inner.log.start()))?;
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer_inner = inner.clone();
+        let writer = std::thread::Builder::new()
+            .name("weir-log-writer".into())
+            .spawn(move || writer::run(writer_inner, rx))
+            .map_err(|e| StorageError::io("start writer thread", &inner.config.dir, e))?;
+        let store = Self {
+            inner,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            writer: Arc::new(Mutex::new(Some(writer))),
+        };
+        Ok((store, report))
+    }
+
+    /// The partition `id` of `topic`, created on first use.
+    pub fn partition(&self, topic: &str, id: u32) -> Result<Arc<Partition>, StorageError> {
+        self.inner.partition(topic, id)
+    }
+
+    /// Every partition the store knows.
+    pub fn partitions(&self) -> Vec<Arc<Partition>> {
+        self.inner.partitions.read().values().cloned().collect()
+    }
+
+    /// Appends records; resolves when they are durable as asked and visible to readers.
+    pub async fn append(
+        &self,
+        records: Vec<AppendRecord>,
+        durability: Durability,
+    ) -> Result<Vec<Appended>, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append {
+            records,
+            durability,
+            reply,
+        })?;
+        rx.await.map_err(|_| self.closed_error())?
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), StorageError> {
+        if let Some(reason) = self.inner.poisoned() {
+            return Err(StorageError::Fatal(reason));
+        }
+        let guard = self.tx.lock();
+        let tx = guard.as_ref().ok_or(StorageError::Closed)?;
+        tx.send(cmd).map_err(|_| StorageError::Closed)
+    }
+
+    fn closed_error(&self) -> StorageError {
+        self.inner
+            .poisoned()
+            .map(StorageError::Fatal)
+            .unwrap_or(StorageError::Closed)
+    }
+
+    /// Reads the frame an index entry points at and returns its body.
+    pub fn read(&self, entry: &IndexEntry) -> Result<Bytes, StorageError> {
+        self.inner
+            .log
+            .read_frame(entry.position, entry.length)
+            .map(|(_, body)| body)
+    }
+
+    /// A receiver that changes whenever new records become visible (for long polling).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.published.subscribe()
+    }
+
+    /// Forces an fdatasync of everything written so far.
+    pub async fn flush(&self) -> Result<u64, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Flush { reply })?;
+        rx.await.map_err(|_| self.closed_error())?
+    }
+
+    /// Writes a checkpoint: syncs the log and the indexes and stores the state snapshot, so the next
+    /// start replays only what comes after. Returns the checkpoint's replay position.
+    pub async fn checkpoint(&self) -> Result<u64, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Capture { reply })?;
+        let (position, state) = rx.await.map_err(|_| self.closed_error())??;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            for p in store.partitions() {
+                p.index.sync()?;
+            }
+            Checkpoint {
+                replay_from: position,
+                state,
+            }
+            .store(&store.inner.config.dir)?;
+            store.inner.checkpointed.store(position, Ordering::Release);
+            Ok(position)
+        })
+        .await
+        .map_err(|e| StorageError::Fatal(format!("checkpoint task failed: {e}")))?
+    }
+
+    /// Deletes sealed segments past the retention limits (never beyond the checkpoint), then drops
+    /// index entries that pointed into them. Returns the bytes freed. Blocking.
+    pub fn enforce_retention(&self, now: SystemTime) -> Result<u64, StorageError> {
+        let Retention { time, bytes } = self.inner.config.retention;
+        let log = &self.inner.log;
+        let before = log.total_bytes();
+        let mut excess = bytes.map(|b| before.saturating_sub(b)).unwrap_or(0);
+        let limit = self.inner.checkpointed.load(Ordering::Acquire);
+        let start = log.delete_segments(limit, |s| {
+            let old = time.is_some_and(|t| {
+                std::fs::metadata(s.path())
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| now.duration_since(m).unwrap_or_default() > t)
+            });
+            let over = excess > 0;
+            if old || over {
+                excess = excess.saturating_sub(s.len());
+                true
+            } else {
+                false
+            }
+        })?;
+        for p in self.partitions() {
+            p.index.retain_from_position(start)?;
+        }
+        Ok(before - log.total_bytes())
+    }
+
+    /// Bytes in the commit log.
+    pub fn log_bytes(&self) -> u64 {
+        self.inner.log.total_bytes()
+    }
+
+    /// Position range of the log: (first retained, end written).
+    pub fn log_range(&self) -> (u64, u64) {
+        (self.inner.log.start(), self.inner.log.end())
+    }
+
+    /// Why the store stopped accepting writes, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.inner.poisoned()
+    }
+
+    /// Stops the writer after it finished queued work, syncs, and writes a final checkpoint.
+    pub async fn shutdown(&self) -> Result<(), StorageError> {
+        if self.inner.poisoned().is_none() {
+            self.checkpoint().await?;
+        }
+        self.tx.lock().take();
+        let handle = self.writer.lock().take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(|e| StorageError::Fatal(format!("writer thread: {e}")))?
+                .map_err(|_| StorageError::Fatal("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl StoreInner {
+    /// Opens the indexes of every partition found on disk.
+    fn load_partitions(&self) -> Result<(), StorageError> {
+        let root = self.config.dir.join("index");
+        let Ok(topics) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for topic in topics {
+            let topic = topic
+                .map_err(|e| StorageError::io("list index dir", &root, e))?
+                .path();
+            let Some(name) = topic
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            for part in std::fs::read_dir(&topic)
+                .map_err(|e| StorageError::io("list index dir", &topic, e))?
+            {
+                let part = part
+                    .map_err(|e| StorageError::io("list index dir", &topic, e))?
+                    .path();
+                if let Some(id) = part
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok())
+                {
+                    self.partition(&name, id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the log from `from`: rebuilds index entries, re-applies state records, then drops any
+    /// index entry that points past the recovered end of the log.
+    fn recover(&self, from: u64) -> Result<RecoveryReport, StorageError> {
+        let report = recovery::scan(&self.log, from, |header, body| {
+            match header.kind {
+                RecordKind::Message => {
+                    let routing =
+                        MessageRouting::decode(body).map_err(|e| StorageError::Corrupt {
+                            position: Some(header.position),
+                            reason: format!("message record does not decode: {e}"),
+                        })?;
+                    let partition = self.partition(&routing.topic, routing.partition)?;
+                    let entry = IndexEntry {
+                        position: header.position,
+                        length: header.length,
+                        tag_hash: index::tag_hash(&routing.tag),
+                        store_time_ms: routing.store_timestamp_ms.max(0) as u64,
+                    };
+                    partition.index.put_recovered(header.sequence, entry)?;
+                    self.state
+                        .replayed_message(&partition, header.sequence, body);
+                }
+                kind => self.state.apply(kind, body),
+            }
+            Ok(())
+        })?;
+        for range in &report.corrupt_ranges {
+            for p in self.partitions.read().values() {
+                p.index.punch_holes(range.start, range.end)?;
+            }
+            tracing::error!(
+                start = range.start,
+                end = range.end,
+                reason = %range.reason,
+                "corrupt commit log range skipped; the records after it were kept"
+            );
+        }
+        if let Some(t) = &report.torn_tail {
+            tracing::warn!(
+                position = t.position,
+                bytes = t.bytes_dropped,
+                "torn tail of the commit log cut off"
+            );
+        }
+        for p in self.partitions.read().values() {
+            p.index.truncate_from_position(report.log_end)?;
+        }
+        self.publish(report.log_end);
+        Ok(report)
+    }
+}

@@ -1,0 +1,364 @@
+//! The group-commit writer: one thread that owns appending to the commit log.
+//!
+//! Producers and acknowledgers hand it batches of pre-encoded record bodies. It takes everything that
+//! queued up while the previous commit ran, frames it into one buffer, issues one `pwrite` and (when
+//! any record in the group asked for `Sync` durability) one `fdatasync`, then publishes the new index
+//! entries and answers every waiter. Under load the groups grow by themselves, so the cost of an
+//! fdatasync is shared by many messages; at low load a lone message is written and synced at once.
+//!
+//! ```text
+//!  handlers ──append()──► channel ──► [ drain queue → frame → pwrite → fdatasync? → index → reply ]
+//! ```
+//!
+//! A failed `fdatasync` is fatal: the kernel may have dropped the dirty pages, so nothing written
+//! since the last good sync can be acknowledged, and retrying could report success for lost data.
+//! The writer fails every waiter, poisons the store and calls the fatal hook (the broker exits).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::storage::frame::{self, HEADER_LEN, RecordKind};
+use crate::storage::index::IndexEntry;
+use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner};
+
+/// One record to append.
+#[derive(Debug)]
+pub struct AppendRecord {
+    /// What the body is.
+    pub kind: RecordKind,
+    /// For messages: the partition that assigns its queue offset and indexes it.
+    pub partition: Option<Arc<Partition>>,
+    /// For messages: hash of the tag for the index.
+    pub tag_hash: u32,
+    /// For messages: store time for the index.
+    pub store_time_ms: u64,
+    /// The encoded body.
+    pub body: Vec<u8>,
+}
+
+/// Work for the writer thread.
+pub(crate) enum Command {
+    Append {
+        records: Vec<AppendRecord>,
+        durability: Durability,
+        reply: Reply,
+    },
+    /// Sync the log and capture (position, state snapshot) for a checkpoint.
+    Capture {
+        reply: oneshot::Sender<Result<(u64, Vec<u8>), StorageError>>,
+    },
+    /// Sync the log now.
+    Flush {
+        reply: oneshot::Sender<Result<u64, StorageError>>,
+    },
+}
+
+/// Limits of one group commit.
+const MAX_GROUP_BYTES: usize = 8 << 20;
+
+type Reply = oneshot::Sender<Result<Vec<Appended>, StorageError>>;
+
+struct Waiter {
+    reply: Reply,
+    results: Vec<Appended>,
+    durability: Durability,
+}
+
+/// Runs until every sender is gone.
+pub(crate) fn run(inner: Arc<StoreInner>, rx: Receiver<Command>) {
+    let mut writer = Writer {
+        inner,
+        buf: Vec::with_capacity(1 << 20),
+        unsynced_since: None,
+    };
+    let flush_every = writer.inner.config.async_flush_interval;
+    let limit = MAX_GROUP_BYTES.min(writer.inner.config.segment_bytes as usize / 2);
+    let mut carry: Option<Command> = None;
+    loop {
+        let timeout = match writer.unsynced_since {
+            Some(t) => flush_every.saturating_sub(t.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        let next = match carry.take() {
+            Some(cmd) => Ok(cmd),
+            None => rx.recv_timeout(timeout),
+        };
+        let first = match next {
+            Ok(cmd) => cmd,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Err(e) = writer.sync() {
+                    writer.die(&e);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        // Take whatever queued up meanwhile, up to the group limit; the rest waits for the next group.
+        let mut group = vec![first];
+        let mut bytes = group_bytes(&group[0]);
+        while bytes < limit {
+            match carry.take().map(Ok).unwrap_or_else(|| rx.try_recv()) {
+                Ok(cmd) => {
+                    let more = group_bytes(&cmd);
+                    if bytes + more > limit {
+                        carry = Some(cmd);
+                        break;
+                    }
+                    bytes += more;
+                    group.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        writer.commit(group);
+    }
+    if let Err(e) = writer.sync() {
+        writer.die(&e);
+    }
+}
+
+fn group_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Append { records, .. } => records.iter().map(|r| r.body.len() + HEADER_LEN).sum(),
+        _ => 0,
+    }
+}
+
+struct Writer {
+    inner: Arc<StoreInner>,
+    buf: Vec<u8>,
+    /// Set while written data is not yet fdatasynced (Async durability).
+    unsynced_since: Option<Instant>,
+}
+
+impl Writer {
+    fn commit(&mut self, group: Vec<Command>) {
+        if let Some(reason) = self.inner.poisoned() {
+            for cmd in group {
+                fail(cmd, StorageError::Fatal(reason.clone()));
+            }
+            return;
+        }
+        let log = &self.inner.log;
+        let mut appends = Vec::new();
+        let mut others = Vec::new();
+        for cmd in group {
+            match cmd {
+                Command::Append {
+                    records,
+                    durability,
+                    reply,
+                } => {
+                    let size: u64 = records
+                        .iter()
+                        .map(|r| frame::padded((HEADER_LEN + r.body.len()) as u64))
+                        .sum();
+                    if let Some(r) = records
+                        .iter()
+                        .find(|r| r.body.len() + HEADER_LEN > log.max_frame() as usize)
+                    {
+                        let max = log.max_frame() as usize - HEADER_LEN;
+                        let _ = reply.send(Err(StorageError::TooLarge {
+                            len: r.body.len(),
+                            max,
+                        }));
+                    } else if size > log.segment_bytes() / 2 {
+                        let _ = reply.send(Err(StorageError::TooLarge {
+                            len: size as usize,
+                            max: log.segment_bytes() as usize / 2,
+                        }));
+                    } else {
+                        appends.push((records, durability, reply, size));
+                    }
+                }
+                other => others.push(other),
+            }
+        }
+        if !appends.is_empty() {
+            self.append_group(appends);
+        }
+        self.run_others(others);
+    }
+
+    /// Frames, writes and (if asked) syncs one group, then publishes it and answers its waiters.
+    #[allow(clippy::type_complexity)]
+    fn append_group(&mut self, appends: Vec<(Vec<AppendRecord>, Durability, Reply, u64)>) {
+        let log = &self.inner.log;
+        let total: u64 = appends.iter().map(|a| a.3).sum();
+        let mut active = log.active();
+        // The whole group goes into one segment: roll first if it does not fit. Rolling creates and
+        // preallocates the next segment, so running out of space fails the group before any write.
+        if !active.is_empty() && active.end() + total > active.base() + log.segment_bytes() {
+            match log.roll() {
+                Ok(next) => active = next,
+                Err(e) => {
+                    if matches!(e, StorageError::Fatal(_)) {
+                        self.die(&e);
+                    }
+                    for (_, _, reply, _) in appends {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
+        let start = active.end();
+        let mut needs_sync = false;
+        let mut waiters = Vec::with_capacity(appends.len());
+        let mut index_runs: HashMap<*const Partition, (Arc<Partition>, Vec<u8>)> = HashMap::new();
+        let mut next_offsets: HashMap<*const Partition, u64> = HashMap::new();
+        let mut state_records = Vec::new();
+        self.buf.clear();
+        for (records, durability, reply, _) in appends {
+            needs_sync |= durability == Durability::Sync;
+            let mut results = Vec::with_capacity(records.len());
+            for record in records {
+                let position = start + self.buf.len() as u64;
+                let sequence = match &record.partition {
+                    Some(p) => {
+                        let key = Arc::as_ptr(p);
+                        let next = next_offsets.entry(key).or_insert_with(|| p.index.end());
+                        let seq = *next;
+                        *next += 1;
+                        let entry = IndexEntry {
+                            position,
+                            length: (HEADER_LEN + record.body.len()) as u32,
+                            tag_hash: record.tag_hash,
+                            store_time_ms: record.store_time_ms,
+                        };
+                        entry.encode(
+                            &mut index_runs
+                                .entry(key)
+                                .or_insert_with(|| (p.clone(), Vec::new()))
+                                .1,
+                        );
+                        seq
+                    }
+                    None => 0,
+                };
+                frame::encode_into(&mut self.buf, record.kind, position, sequence, &record.body);
+                if record.kind != RecordKind::Message {
+                    state_records.push((record.kind, record.body));
+                }
+                results.push(Appended {
+                    position,
+                    queue_offset: sequence,
+                });
+            }
+            waiters.push(Waiter {
+                reply,
+                results,
+                durability,
+            });
+        }
+
+        if let Err(e) = active.append(start, &self.buf) {
+            // Cut off whatever part of the write landed so the next group starts at a clean frame.
+            let _ = active.truncate(start);
+            let e = StorageError::io("append to log", active.path(), e);
+            for w in waiters {
+                let _ = w.reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let end = active.end();
+
+        // Async waiters only need the page cache.
+        let mut sync_waiters = Vec::new();
+        for w in waiters {
+            if w.durability == Durability::Sync {
+                sync_waiters.push(w);
+            } else {
+                let _ = w.reply.send(Ok(w.results));
+            }
+        }
+        if needs_sync {
+            if let Err(e) = self.sync() {
+                self.die(&e);
+                for w in sync_waiters {
+                    let _ = w.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        } else if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
+        }
+
+        // Publish: index entries and state records become visible only now, after durability.
+        for (_, (partition, encoded)) in index_runs {
+            if let Err(e) = partition.index.append(&encoded) {
+                // The log has the records and recovery rebuilds the index from it; stop taking writes.
+                self.die(&e);
+            }
+        }
+        for (kind, body) in state_records {
+            self.inner.state.apply(kind, &body);
+        }
+        self.inner.publish(end);
+        for w in sync_waiters {
+            let _ = w.reply.send(Ok(w.results));
+        }
+    }
+
+    fn run_others(&mut self, others: Vec<Command>) {
+        for cmd in others {
+            match cmd {
+                Command::Capture { reply } => {
+                    let result = self
+                        .sync()
+                        .map(|()| (self.inner.log.end(), self.inner.state.snapshot()));
+                    if let Err(e) = &result {
+                        self.die(e);
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Flush { reply } => {
+                    let result = self.sync().map(|()| self.inner.log.end());
+                    if let Err(e) = &result {
+                        self.die(e);
+                    }
+                    let _ = reply.send(result);
+                }
+                Command::Append { .. } => unreachable!("appends are handled by commit"),
+            }
+        }
+    }
+
+    /// fdatasync of the active segment.
+    fn sync(&mut self) -> Result<(), StorageError> {
+        let active = self.inner.log.active();
+        let timer = Instant::now();
+        active.sync().map_err(|e| {
+            StorageError::Fatal(format!(
+                "fdatasync of {} failed: {e}",
+                active.path().display()
+            ))
+        })?;
+        self.inner.metrics.observe_fsync(timer.elapsed());
+        self.inner.log.mark_durable(active.end());
+        self.unsynced_since = None;
+        Ok(())
+    }
+
+    fn die(&mut self, e: &StorageError) {
+        self.inner.poison(e.to_string());
+    }
+}
+
+fn fail(cmd: Command, e: StorageError) {
+    match cmd {
+        Command::Append { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Command::Capture { reply } => {
+            let _ = reply.send(Err(e));
+        }
+        Command::Flush { reply } => {
+            let _ = reply.send(Err(e));
+        }
+    }
+}
