@@ -68,10 +68,7 @@ impl Checkpoint {
         if computed != crc {
             return Err(bad("checksum mismatch"));
         }
-        Ok(Some(Self {
-            replay_from,
-            state: bytes[HEADER_LEN..].to_vec(),
-        }))
+        Ok(Some(Self { replay_from, state: bytes[HEADER_LEN..].to_vec() }))
     }
 
     /// Atomically replaces the checkpoint in `dir`.
@@ -87,14 +84,10 @@ impl Checkpoint {
 
         let tmp = dir.join(format!("{FILE}.tmp"));
         let path = dir.join(FILE);
-        let mut f = std::fs::File::create(&tmp)
-            .map_err(|e| StorageError::io("create checkpoint", &tmp, e))?;
-        f.write_all(&bytes)
-            .map_err(|e| StorageError::io("write checkpoint", &tmp, e))?;
-        f.sync_data()
-            .map_err(|e| StorageError::io("sync checkpoint", &tmp, e))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(|e| StorageError::io("install checkpoint", &path, e))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| StorageError::io("create checkpoint", &tmp, e))?;
+        f.write_all(&bytes).map_err(|e| StorageError::io("write checkpoint", &tmp, e))?;
+        f.sync_data().map_err(|e| StorageError::io("sync checkpoint", &tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| StorageError::io("install checkpoint", &path, e))?;
         sync_dir(dir)
     }
 }
@@ -107,10 +100,7 @@ mod tests {
     fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), None);
-        let c = Checkpoint {
-            replay_from: 123_456,
-            state: b"groups".to_vec(),
-        };
+        let c = Checkpoint { replay_from: 123_456, state: b"groups".to_vec() };
         c.store(dir.path()).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Some(c));
         let path = dir.path().join(FILE);

@@ -38,18 +38,11 @@ pub struct CommitLog {
 impl CommitLog {
     /// Opens the segments in `dir` (creating the directory and a first segment at `initial_base`
     /// when there are none).
-    pub fn open(
-        dir: &Path,
-        segment_bytes: u64,
-        max_frame: u32,
-        initial_base: u64,
-    ) -> Result<Self, StorageError> {
+    pub fn open(dir: &Path, segment_bytes: u64, max_frame: u32, initial_base: u64) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create log dir", dir, e))?;
         let mut segments = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list log dir", dir, e))? {
-            let path = entry
-                .map_err(|e| StorageError::io("list log dir", dir, e))?
-                .path();
+            let path = entry.map_err(|e| StorageError::io("list log dir", dir, e))?.path();
             if segment::parse_file_name(&path).is_some() {
                 segments.push(Arc::new(Segment::open(&path)?));
             }
@@ -94,11 +87,7 @@ impl CommitLog {
 
     /// The segment the writer appends to.
     pub fn active(&self) -> Arc<Segment> {
-        self.segments
-            .read()
-            .last()
-            .expect("a log always has a segment")
-            .clone()
+        self.segments.read().last().expect("a log always has a segment").clone()
     }
 
     /// All segments, oldest first.
@@ -134,9 +123,7 @@ impl CommitLog {
     /// Seals the active segment (syncing it) and starts a new one at its end.
     pub fn roll(&self) -> Result<Arc<Segment>, StorageError> {
         let old = self.active();
-        old.sync().map_err(|e| {
-            StorageError::Fatal(format!("fdatasync of {} failed: {e}", old.path().display()))
-        })?;
+        old.sync().map_err(|e| StorageError::Fatal(format!("fdatasync of {} failed: {e}", old.path().display())))?;
         self.mark_durable(old.end());
         let next = Arc::new(Segment::create(&self.dir, old.end(), self.segment_bytes)?);
         self.segments.write().push(next.clone());
@@ -147,29 +134,17 @@ impl CommitLog {
     pub fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
         let segments = self.segments.read();
         let i = segments.partition_point(|s| s.base() <= position);
-        (i > 0)
-            .then(|| segments[i - 1].clone())
-            .filter(|s| position < s.end())
+        (i > 0).then(|| segments[i - 1].clone()).filter(|s| position < s.end())
     }
 
     /// Reads and verifies the frame of `length` bytes at `position`; returns its header and body.
-    pub fn read_frame(
-        &self,
-        position: u64,
-        length: u32,
-    ) -> Result<(FrameHeader, Bytes), StorageError> {
-        let segment = self
-            .segment_for(position)
-            .ok_or(StorageError::Expired { position })?;
+    pub fn read_frame(&self, position: u64, length: u32) -> Result<(FrameHeader, Bytes), StorageError> {
+        let segment = self.segment_for(position).ok_or(StorageError::Expired { position })?;
         let mut buf = vec![0u8; length as usize];
-        segment
-            .read_at(position, &mut buf)
-            .map_err(|e| StorageError::io("read log", segment.path(), e))?;
-        let header = frame::decode_header(&buf, position, self.max_frame).map_err(|e| {
-            StorageError::Corrupt {
-                position: Some(position),
-                reason: format!("{e:?} in {}", segment.path().display()),
-            }
+        segment.read_at(position, &mut buf).map_err(|e| StorageError::io("read log", segment.path(), e))?;
+        let header = frame::decode_header(&buf, position, self.max_frame).map_err(|e| StorageError::Corrupt {
+            position: Some(position),
+            reason: format!("{e:?} in {}", segment.path().display()),
         })?;
         let body = Bytes::from(buf).slice(HEADER_LEN..header.length as usize);
         Ok((header, body))
@@ -185,19 +160,14 @@ impl CommitLog {
         let doomed: Vec<Arc<Segment>> = {
             let segments = self.segments.read();
             let sealed = &segments[..segments.len() - 1];
-            sealed
-                .iter()
-                .take_while(|s| s.end() <= position && expired(s))
-                .cloned()
-                .collect()
+            sealed.iter().take_while(|s| s.end() <= position && expired(s)).cloned().collect()
         };
         if doomed.is_empty() {
             return Ok(self.start());
         }
         self.segments.write().drain(..doomed.len());
         for s in &doomed {
-            std::fs::remove_file(s.path())
-                .map_err(|e| StorageError::io("delete segment", s.path(), e))?;
+            std::fs::remove_file(s.path()).map_err(|e| StorageError::io("delete segment", s.path(), e))?;
         }
         sync_dir(&self.dir)?;
         Ok(self.start())

@@ -146,17 +146,9 @@ pub fn decode_header(buf: &[u8], position: u64, max_len: u32) -> Result<FrameHea
     let kind = RecordKind::from_u8(buf[12]).ok_or(FrameError::BadKind(buf[12]))?;
     let found = u64_at(16);
     if found != position {
-        return Err(FrameError::Misplaced {
-            expected: position,
-            found,
-        });
+        return Err(FrameError::Misplaced { expected: position, found });
     }
-    Ok(FrameHeader {
-        length,
-        kind,
-        position,
-        sequence: u64_at(24),
-    })
+    Ok(FrameHeader { length, kind, position, sequence: u64_at(24) })
 }
 
 /// Reads just the length field, for callers that must size a read before validating.
@@ -167,10 +159,7 @@ pub fn peek_length(buf: &[u8]) -> Option<u32> {
 
 impl From<FrameError> for StorageError {
     fn from(e: FrameError) -> Self {
-        StorageError::Corrupt {
-            position: None,
-            reason: format!("{e:?}"),
-        }
+        StorageError::Corrupt { position: None, reason: format!("{e:?}") }
     }
 }
 
@@ -189,15 +178,7 @@ mod tests {
         let f = frame(RecordKind::Message, 4096, 7, b"hello");
         assert_eq!(f.len() % ALIGN as usize, 0);
         let h = decode_header(&f, 4096, 1 << 20).unwrap();
-        assert_eq!(
-            h,
-            FrameHeader {
-                length: 37,
-                kind: RecordKind::Message,
-                position: 4096,
-                sequence: 7
-            }
-        );
+        assert_eq!(h, FrameHeader { length: 37, kind: RecordKind::Message, position: 4096, sequence: 7 });
         assert_eq!(h.padded_len(), 40);
         assert_eq!(&f[HEADER_LEN..h.length as usize], b"hello");
     }
@@ -218,10 +199,7 @@ mod tests {
                 if byte >= len {
                     continue; // padding is not covered, and not needed
                 }
-                assert!(
-                    decode_header(&g, 64, 1 << 20).is_err(),
-                    "flip at byte {byte} bit {bit} went unnoticed"
-                );
+                assert!(decode_header(&g, 64, 1 << 20).is_err(), "flip at byte {byte} bit {bit} went unnoticed");
             }
         }
     }
@@ -229,22 +207,13 @@ mod tests {
     #[test]
     fn misplaced_frame_is_rejected() {
         let f = frame(RecordKind::Message, 128, 1, b"x");
-        assert_eq!(
-            decode_header(&f, 256, 1 << 20),
-            Err(FrameError::Misplaced {
-                expected: 256,
-                found: 128
-            })
-        );
+        assert_eq!(decode_header(&f, 256, 1 << 20), Err(FrameError::Misplaced { expected: 256, found: 128 }));
     }
 
     #[test]
     fn oversized_length_is_rejected_before_reading() {
         let mut f = frame(RecordKind::Message, 0, 1, b"x");
         f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(
-            decode_header(&f, 0, 1 << 20),
-            Err(FrameError::BadLength(u32::MAX))
-        );
+        assert_eq!(decode_header(&f, 0, 1 << 20), Err(FrameError::BadLength(u32::MAX)));
     }
 }

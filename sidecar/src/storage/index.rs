@@ -60,24 +60,14 @@ impl IndexEntry {
     pub fn decode(b: &[u8]) -> Self {
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-        Self {
-            position: u64_at(0),
-            length: u32_at(8),
-            tag_hash: u32_at(12),
-            store_time_ms: u64_at(16),
-        }
+        Self { position: u64_at(0), length: u32_at(8), tag_hash: u32_at(12), store_time_ms: u64_at(16) }
     }
 }
 
 impl IndexEntry {
     /// Placeholder for a queue offset whose record was lost to log corruption; readers skip it.
     pub fn hole(position: u64) -> Self {
-        Self {
-            position,
-            length: 0,
-            tag_hash: 0,
-            store_time_ms: 0,
-        }
+        Self { position, length: 0, tag_hash: 0, store_time_ms: 0 }
     }
 
     /// True for [`IndexEntry::hole`] entries.
@@ -118,12 +108,8 @@ impl PartitionIndex {
     pub fn open(dir: PathBuf) -> Result<Self, StorageError> {
         std::fs::create_dir_all(&dir).map_err(|e| StorageError::io("create index dir", &dir, e))?;
         let mut files = Vec::new();
-        for entry in
-            std::fs::read_dir(&dir).map_err(|e| StorageError::io("list index dir", &dir, e))?
-        {
-            let path = entry
-                .map_err(|e| StorageError::io("list index dir", &dir, e))?
-                .path();
+        for entry in std::fs::read_dir(&dir).map_err(|e| StorageError::io("list index dir", &dir, e))? {
+            let path = entry.map_err(|e| StorageError::io("list index dir", &dir, e))?.path();
             let Some(base) = parse_name(&path) else {
                 continue;
             };
@@ -133,11 +119,7 @@ impl PartitionIndex {
         files.sort_by_key(|f| f.base);
         let (start, end) = match (files.first(), files.last()) {
             (Some(first), Some(last)) => {
-                let len = last
-                    .file
-                    .metadata()
-                    .map_err(|e| StorageError::io("stat index", &dir, e))?
-                    .len();
+                let len = last.file.metadata().map_err(|e| StorageError::io("stat index", &dir, e))?.len();
                 // A torn entry at the end (crash mid-write) is dropped here and rewritten by recovery.
                 (first.base, last.base + len / ENTRY_LEN as u64)
             }
@@ -179,10 +161,7 @@ impl PartitionIndex {
                     let path = self.dir.join(file_name(file_base));
                     let file = open_file(&path, true)?;
                     sync_dir(&self.dir)?;
-                    self.files.write().push(IndexFile {
-                        base: file_base,
-                        file,
-                    });
+                    self.files.write().push(IndexFile { base: file_base, file });
                 }
             }
             let files = self.files.read();
@@ -242,13 +221,10 @@ impl PartitionIndex {
             if last.base >= offset && last.base > self.start() {
                 let path = self.dir.join(file_name(last.base));
                 files.pop();
-                std::fs::remove_file(&path)
-                    .map_err(|e| StorageError::io("remove index file", &path, e))?;
+                std::fs::remove_file(&path).map_err(|e| StorageError::io("remove index file", &path, e))?;
             } else {
                 let len = (offset.saturating_sub(last.base)) * ENTRY_LEN as u64;
-                last.file
-                    .set_len(len)
-                    .map_err(|e| StorageError::io("truncate index", &self.dir, e))?;
+                last.file.set_len(len).map_err(|e| StorageError::io("truncate index", &self.dir, e))?;
                 break;
             }
         }
@@ -304,11 +280,7 @@ impl PartitionIndex {
                 let mut buf = Vec::with_capacity(ENTRY_LEN);
                 IndexEntry::hole(entry.position).encode(&mut buf);
                 let files = self.files.read();
-                let file = files
-                    .iter()
-                    .rev()
-                    .find(|f| f.base <= offset)
-                    .expect("entry exists");
+                let file = files.iter().rev().find(|f| f.base <= offset).expect("entry exists");
                 file.file
                     .write_all_at(&buf, (offset - file.base) * ENTRY_LEN as u64)
                     .map_err(|e| StorageError::io("write index", &self.dir, e))?;
@@ -335,8 +307,7 @@ impl PartitionIndex {
         while files.len() > 1 && files[1].base <= lo {
             let gone = files.remove(0);
             let path = self.dir.join(file_name(gone.base));
-            std::fs::remove_file(&path)
-                .map_err(|e| StorageError::io("remove index file", &path, e))?;
+            std::fs::remove_file(&path).map_err(|e| StorageError::io("remove index file", &path, e))?;
         }
         Ok(lo)
     }
@@ -354,9 +325,7 @@ impl PartitionIndex {
     pub fn sync(&self) -> Result<(), StorageError> {
         if self.dirty.swap(false, Ordering::AcqRel) {
             for f in self.files.read().iter().rev().take(2) {
-                f.file
-                    .sync_data()
-                    .map_err(|e| StorageError::io("sync index", &self.dir, e))?;
+                f.file.sync_data().map_err(|e| StorageError::io("sync index", &self.dir, e))?;
             }
         }
         Ok(())
@@ -392,12 +361,7 @@ mod tests {
     use super::*;
 
     fn entry(i: u64) -> IndexEntry {
-        IndexEntry {
-            position: i * 100,
-            length: 64,
-            tag_hash: tag_hash("A"),
-            store_time_ms: 1000 + i,
-        }
+        IndexEntry { position: i * 100, length: 64, tag_hash: tag_hash("A"), store_time_ms: 1000 + i }
     }
 
     fn append_n(index: &PartitionIndex, range: std::ops::Range<u64>) {
@@ -433,16 +397,9 @@ mod tests {
         let n = ENTRIES_PER_FILE + 10;
         append_n(&index, 0..n);
         let (_, got) = index.read(ENTRIES_PER_FILE - 2, 5).unwrap();
-        assert_eq!(
-            got,
-            (ENTRIES_PER_FILE - 2..ENTRIES_PER_FILE + 3)
-                .map(entry)
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(got, (ENTRIES_PER_FILE - 2..ENTRIES_PER_FILE + 3).map(entry).collect::<Vec<_>>());
         // Everything before position of entry ENTRIES_PER_FILE + 1 expired.
-        let start = index
-            .retain_from_position((ENTRIES_PER_FILE + 1) * 100)
-            .unwrap();
+        let start = index.retain_from_position((ENTRIES_PER_FILE + 1) * 100).unwrap();
         assert_eq!(start, ENTRIES_PER_FILE + 1);
         assert_eq!(index.files.read().len(), 1);
         assert_eq!(index.read(0, 1).unwrap().0, ENTRIES_PER_FILE + 1);

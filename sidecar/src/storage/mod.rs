@@ -92,19 +92,13 @@ pub enum StorageError {
 impl StorageError {
     /// Wraps an I/O error with the operation and the path.
     pub fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.to_owned(),
-            source: Arc::new(source),
-        }
+        Self::Io { op, path: path.to_owned(), source: Arc::new(source) }
     }
 }
 
 /// fsync of a directory, so that created, renamed and deleted names are durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("sync directory", dir, e))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::io("sync directory", dir, e))
 }
 
 /// When an append is acknowledged.
@@ -158,10 +152,7 @@ impl StoreConfig {
             segment_bytes: 256 << 20,
             max_frame_bytes: 8 << 20,
             async_flush_interval: Duration::from_millis(200),
-            retention: Retention {
-                time: Some(Duration::from_secs(72 * 3600)),
-                bytes: None,
-            },
+            retention: Retention { time: Some(Duration::from_secs(72 * 3600)), bytes: None },
         }
     }
 
@@ -215,16 +206,9 @@ pub struct StoreMetrics {
 
 impl Default for StoreMetrics {
     fn default() -> Self {
-        let opts = prometheus::HistogramOpts::new(
-            "weir_store_fsync_seconds",
-            "fdatasync latency of the commit log",
-        )
-        .buckets(vec![
-            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
-        ]);
-        Self {
-            fsync_seconds: prometheus::Histogram::with_opts(opts).expect("valid histogram"),
-        }
+        let opts = prometheus::HistogramOpts::new("weir_store_fsync_seconds", "fdatasync latency of the commit log")
+            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]);
+        Self { fsync_seconds: prometheus::Histogram::with_opts(opts).expect("valid histogram") }
     }
 }
 
@@ -306,17 +290,8 @@ impl StoreInner {
         if let Some(p) = map.get(&(topic.clone(), id)) {
             return Ok(p.clone());
         }
-        let dir = self
-            .config
-            .dir
-            .join("index")
-            .join(&*topic)
-            .join(id.to_string());
-        let p = Arc::new(Partition {
-            topic: topic.clone(),
-            id,
-            index: PartitionIndex::open(dir)?,
-        });
+        let dir = self.config.dir.join("index").join(&*topic).join(id.to_string());
+        let p = Arc::new(Partition { topic: topic.clone(), id, index: PartitionIndex::open(dir)? });
         map.insert((topic, id), p.clone());
         Ok(p)
     }
@@ -332,9 +307,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("dir", &self.inner.config.dir)
-            .finish()
+        f.debug_struct("Store").field("dir", &self.inner.config.dir).finish()
     }
 }
 
@@ -363,24 +336,14 @@ impl Store {
         fatal_hook: Box<dyn Fn(&str) + Send + Sync>,
     ) -> Result<(Self, RecoveryReport), StorageError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.dir)
-            .map_err(|e| StorageError::io("create data dir", &config.dir, e))?;
+        std::fs::create_dir_all(&config.dir).map_err(|e| StorageError::io("create data dir", &config.dir, e))?;
         let checkpoint = Checkpoint::load(&config.dir)?;
         let replay_from = checkpoint.as_ref().map(|c| c.replay_from).unwrap_or(0);
         if let Some(c) = &checkpoint {
-            state
-                .restore(&c.state)
-                .map_err(|reason| StorageError::Corrupt {
-                    position: None,
-                    reason,
-                })?;
+            state.restore(&c.state).map_err(|reason| StorageError::Corrupt { position: None, reason })?;
         }
-        let log = CommitLog::open(
-            &config.dir.join("commitlog"),
-            config.segment_bytes,
-            config.max_frame_bytes,
-            replay_from,
-        )?;
+        let log =
+            CommitLog::open(&config.dir.join("commitlog"), config.segment_bytes, config.max_frame_bytes, replay_from)?;
         let (published, _) = watch::channel(0);
         let inner = Arc::new(StoreInner {
             log,
@@ -402,11 +365,7 @@ impl Store {
             .name("weir-log-writer".into())
             .spawn(move || writer::run(writer_inner, rx))
             .map_err(|e| StorageError::io("start writer thread", &inner.config.dir, e))?;
-        let store = Self {
-            inner,
-            tx: Arc::new(Mutex::new(Some(tx))),
-            writer: Arc::new(Mutex::new(Some(writer))),
-        };
+        let store = Self { inner, tx: Arc::new(Mutex::new(Some(tx))), writer: Arc::new(Mutex::new(Some(writer))) };
         Ok((store, report))
     }
 
@@ -427,11 +386,7 @@ impl Store {
         durability: Durability,
     ) -> Result<Vec<Appended>, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append {
-            records,
-            durability,
-            reply,
-        })?;
+        self.send(Command::Append { records, durability, reply })?;
         rx.await.map_err(|_| self.closed_error())?
     }
 
@@ -445,18 +400,12 @@ impl Store {
     }
 
     fn closed_error(&self) -> StorageError {
-        self.inner
-            .poisoned()
-            .map(StorageError::Fatal)
-            .unwrap_or(StorageError::Closed)
+        self.inner.poisoned().map(StorageError::Fatal).unwrap_or(StorageError::Closed)
     }
 
     /// Reads the frame an index entry points at and returns its body.
     pub fn read(&self, entry: &IndexEntry) -> Result<Bytes, StorageError> {
-        self.inner
-            .log
-            .read_frame(entry.position, entry.length)
-            .map(|(_, body)| body)
+        self.inner.log.read_frame(entry.position, entry.length).map(|(_, body)| body)
     }
 
     /// A receiver that changes whenever new records become visible (for long polling).
@@ -482,11 +431,7 @@ impl Store {
             for p in store.partitions() {
                 p.index.sync()?;
             }
-            Checkpoint {
-                replay_from: position,
-                state,
-            }
-            .store(&store.inner.config.dir)?;
+            Checkpoint { replay_from: position, state }.store(&store.inner.config.dir)?;
             store.inner.checkpointed.store(position, Ordering::Release);
             Ok(position)
         })
@@ -562,27 +507,13 @@ impl StoreInner {
             return Ok(());
         };
         for topic in topics {
-            let topic = topic
-                .map_err(|e| StorageError::io("list index dir", &root, e))?
-                .path();
-            let Some(name) = topic
-                .file_name()
-                .and_then(|n| n.to_str())
-                .map(str::to_owned)
-            else {
+            let topic = topic.map_err(|e| StorageError::io("list index dir", &root, e))?.path();
+            let Some(name) = topic.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
-            for part in std::fs::read_dir(&topic)
-                .map_err(|e| StorageError::io("list index dir", &topic, e))?
-            {
-                let part = part
-                    .map_err(|e| StorageError::io("list index dir", &topic, e))?
-                    .path();
-                if let Some(id) = part
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse().ok())
-                {
+            for part in std::fs::read_dir(&topic).map_err(|e| StorageError::io("list index dir", &topic, e))? {
+                let part = part.map_err(|e| StorageError::io("list index dir", &topic, e))?.path();
+                if let Some(id) = part.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()) {
                     self.partition(&name, id)?;
                 }
             }
@@ -596,11 +527,10 @@ impl StoreInner {
         let report = recovery::scan(&self.log, from, |header, body| {
             match header.kind {
                 RecordKind::Message => {
-                    let routing =
-                        MessageRouting::decode(body).map_err(|e| StorageError::Corrupt {
-                            position: Some(header.position),
-                            reason: format!("message record does not decode: {e}"),
-                        })?;
+                    let routing = MessageRouting::decode(body).map_err(|e| StorageError::Corrupt {
+                        position: Some(header.position),
+                        reason: format!("message record does not decode: {e}"),
+                    })?;
                     let partition = self.partition(&routing.topic, routing.partition)?;
                     let entry = IndexEntry {
                         position: header.position,
@@ -609,8 +539,7 @@ impl StoreInner {
                         store_time_ms: routing.store_timestamp_ms.max(0) as u64,
                     };
                     partition.index.put_recovered(header.sequence, entry)?;
-                    self.state
-                        .replayed_message(&partition, header.sequence, body);
+                    self.state.replayed_message(&partition, header.sequence, body);
                 }
                 kind => self.state.apply(kind, body),
             }
@@ -628,11 +557,7 @@ impl StoreInner {
             );
         }
         if let Some(t) = &report.torn_tail {
-            tracing::warn!(
-                position = t.position,
-                bytes = t.bytes_dropped,
-                "torn tail of the commit log cut off"
-            );
+            tracing::warn!(position = t.position, bytes = t.bytes_dropped, "torn tail of the commit log cut off");
         }
         for p in self.partitions.read().values() {
             p.index.truncate_from_position(report.log_end)?;

@@ -69,20 +69,3 @@ pub struct StoredMessage {
     #[prost(string, tag = "15")]
     pub trace_context: String,
 }
-
-/// Acknowledgements of one (consumer group, topic, partition) (frame kind `Ack`).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AckRecord {
-    /// Consumer group.
-    #[prost(string, tag = "1")]
-    pub group: String,
-    /// Topic.
-    #[prost(string, tag = "2")]
-    pub topic: String,
-    /// Partition.
-    #[prost(uint32, tag = "3")]
-    pub partition: u32,
-    /// Queue offsets now done for the group.
-    #[prost(uint64, repeated, tag = "4")]
-    pub offsets: Vec<u64>,
-}

@@ -66,25 +66,20 @@ struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     fn new(segment: &'a Segment) -> Self {
-        Self {
-            segment,
-            buf: Vec::new(),
-            buf_start: segment.base(),
-        }
+        Self { segment, buf: Vec::new(), buf_start: segment.base() }
     }
 
     /// Up to `want` bytes starting at `position` (fewer only at the end of the segment).
     fn bytes_at(&mut self, position: u64, want: usize) -> Result<&[u8], StorageError> {
         let end = self.segment.end();
         let want = want.min((end - position) as usize);
-        let have = position >= self.buf_start
-            && position + want as u64 <= self.buf_start + self.buf.len() as u64;
+        let have = position >= self.buf_start && position + want as u64 <= self.buf_start + self.buf.len() as u64;
         if !have {
             let n = (want.max(CHUNK) as u64).min(end - position) as usize;
             self.buf.resize(n, 0);
-            self.segment.read_at(position, &mut self.buf).map_err(|e| {
-                StorageError::io("read segment for recovery", self.segment.path(), e)
-            })?;
+            self.segment
+                .read_at(position, &mut self.buf)
+                .map_err(|e| StorageError::io("read segment for recovery", self.segment.path(), e))?;
             self.buf_start = position;
         }
         let at = (position - self.buf_start) as usize;
@@ -101,10 +96,7 @@ pub fn scan(
 ) -> Result<RecoveryReport, StorageError> {
     let started = Instant::now();
     let max_frame = log.max_frame();
-    let mut report = RecoveryReport {
-        replay_from: from,
-        ..Default::default()
-    };
+    let mut report = RecoveryReport { replay_from: from, ..Default::default() };
     let segments = log.segments();
     let last = segments.len() - 1;
     for (i, segment) in segments.iter().enumerate() {
@@ -122,18 +114,11 @@ pub fn scan(
                 }
                 Err(err) => match next_valid(&mut reader, pos + ALIGN, max_frame)? {
                     Some(next) => {
-                        report.corrupt_ranges.push(CorruptRange {
-                            start: pos,
-                            end: next,
-                            reason: describe(&err),
-                        });
+                        report.corrupt_ranges.push(CorruptRange { start: pos, end: next, reason: describe(&err) });
                         pos = next;
                     }
                     None if i == last => {
-                        report.torn_tail = Some(TornTail {
-                            position: pos,
-                            bytes_dropped: segment.end() - pos,
-                        });
+                        report.torn_tail = Some(TornTail { position: pos, bytes_dropped: segment.end() - pos });
                         segment.truncate(pos)?;
                     }
                     None => {
@@ -160,11 +145,7 @@ pub fn scan(
 }
 
 /// The first position at or after `from` holding a valid frame, if any in this segment.
-fn next_valid(
-    reader: &mut ChunkReader<'_>,
-    from: u64,
-    max_frame: u32,
-) -> Result<Option<u64>, StorageError> {
+fn next_valid(reader: &mut ChunkReader<'_>, from: u64, max_frame: u32) -> Result<Option<u64>, StorageError> {
     let end = reader.segment.end();
     let mut pos = from;
     while pos + HEADER_LEN as u64 <= end {

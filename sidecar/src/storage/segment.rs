@@ -44,41 +44,24 @@ impl Segment {
             Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}
             Err(e) => return Err(StorageError::io("preallocate segment", &path, e.into())),
         }
-        file.sync_all()
-            .map_err(|e| StorageError::io("sync new segment", &path, e))?;
+        file.sync_all().map_err(|e| StorageError::io("sync new segment", &path, e))?;
         sync_dir(dir)?;
-        Ok(Self {
-            base,
-            path,
-            file,
-            len: AtomicU64::new(0),
-        })
+        Ok(Self { base, path, file, len: AtomicU64::new(0) })
     }
 
     /// Opens an existing segment; its written length is the file length.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let base = parse_file_name(path).ok_or_else(|| StorageError::Corrupt {
             position: None,
-            reason: format!(
-                "{} is not a segment name (expected <20-digit position>.{SUFFIX})",
-                path.display()
-            ),
+            reason: format!("{} is not a segment name (expected <20-digit position>.{SUFFIX})", path.display()),
         })?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|e| StorageError::io("open segment", path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io("stat segment", path, e))?
-            .len();
-        Ok(Self {
-            base,
-            path: path.to_owned(),
-            file,
-            len: AtomicU64::new(len),
-        })
+        let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
+        Ok(Self { base, path: path.to_owned(), file, len: AtomicU64::new(len) })
     }
 
     /// Log position of the first byte.
@@ -118,10 +101,7 @@ impl Segment {
     /// Reads exactly `buf.len()` bytes at log position `position`.
     pub fn read_at(&self, position: u64, buf: &mut [u8]) -> io::Result<()> {
         if position < self.base || position + buf.len() as u64 > self.end() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "read past the written end of the segment",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the written end of the segment"));
         }
         self.file.read_exact_at(buf, position - self.base)
     }
@@ -142,12 +122,8 @@ impl Segment {
     /// Cuts the segment to end at log position `end` (used for a torn tail) and syncs the cut.
     pub fn truncate(&self, end: u64) -> Result<(), StorageError> {
         let len = end - self.base;
-        self.file
-            .set_len(len)
-            .map_err(|e| StorageError::io("truncate segment", &self.path, e))?;
-        self.file
-            .sync_all()
-            .map_err(|e| StorageError::io("sync truncated segment", &self.path, e))?;
+        self.file.set_len(len).map_err(|e| StorageError::io("truncate segment", &self.path, e))?;
+        self.file.sync_all().map_err(|e| StorageError::io("sync truncated segment", &self.path, e))?;
         self.len.store(len, Ordering::Release);
         Ok(())
     }
@@ -189,10 +165,7 @@ mod tests {
     #[test]
     fn names_sort_and_parse() {
         assert_eq!(file_name(42), "00000000000000000042.log");
-        assert_eq!(
-            parse_file_name(Path::new("/x/00000000000000000042.log")),
-            Some(42)
-        );
+        assert_eq!(parse_file_name(Path::new("/x/00000000000000000042.log")), Some(42));
         assert_eq!(parse_file_name(Path::new("/x/42.log")), None);
     }
 }

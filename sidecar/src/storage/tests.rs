@@ -8,8 +8,21 @@ use parking_lot::Mutex;
 use prost::Message as _;
 
 use super::frame::{self, RecordKind};
-use super::record::{AckRecord, StoredMessage};
+use super::record::StoredMessage;
 use super::*;
+
+/// A stand-in for consumer progress records.
+#[derive(Clone, PartialEq, prost::Message)]
+struct AckRecord {
+    #[prost(string, tag = "1")]
+    group: String,
+    #[prost(string, tag = "2")]
+    topic: String,
+    #[prost(uint32, tag = "3")]
+    partition: u32,
+    #[prost(uint64, repeated, tag = "4")]
+    offsets: Vec<u64>,
+}
 
 /// Counts acks it saw; snapshot = the count.
 #[derive(Default)]
@@ -24,9 +37,7 @@ impl StateMachine for AckCounter {
         self.acks.fetch_add(rec.offsets.len(), Ordering::SeqCst);
     }
     fn snapshot(&self) -> Vec<u8> {
-        (self.acks.load(Ordering::SeqCst) as u64)
-            .to_le_bytes()
-            .to_vec()
+        (self.acks.load(Ordering::SeqCst) as u64).to_le_bytes().to_vec()
     }
     fn restore(&self, s: &[u8]) -> Result<(), String> {
         let n = u64::from_le_bytes(s.try_into().map_err(|_| "bad snapshot")?);
@@ -36,21 +47,11 @@ impl StateMachine for AckCounter {
 }
 
 fn config(dir: &Path) -> StoreConfig {
-    StoreConfig {
-        segment_bytes: 64 << 10,
-        max_frame_bytes: 16 << 10,
-        ..StoreConfig::new(dir)
-    }
+    StoreConfig { segment_bytes: 64 << 10, max_frame_bytes: 16 << 10, ..StoreConfig::new(dir) }
 }
 
 fn open(dir: &Path, state: Arc<dyn StateMachine>) -> (Store, RecoveryReport) {
-    Store::open(
-        config(dir),
-        state,
-        StoreMetrics::default(),
-        Box::new(|r| panic!("fatal: {r}")),
-    )
-    .unwrap()
+    Store::open(config(dir), state, StoreMetrics::default(), Box::new(|r| panic!("fatal: {r}"))).unwrap()
 }
 
 fn message(topic: &str, partition: u32, n: u64) -> StoredMessage {
@@ -58,23 +59,14 @@ fn message(topic: &str, partition: u32, n: u64) -> StoredMessage {
         topic: topic.into(),
         partition,
         message_id: format!("m{n}"),
-        tag: if n % 2 == 0 {
-            "even".into()
-        } else {
-            String::new()
-        },
+        tag: if n % 2 == 0 { "even".into() } else { String::new() },
         body: Bytes::from(format!("body-{n}").repeat(200)),
         store_timestamp_ms: 1_700_000_000_000 + n as i64,
         ..Default::default()
     }
 }
 
-async fn append_messages(
-    store: &Store,
-    topic: &str,
-    partition: u32,
-    range: std::ops::Range<u64>,
-) -> Vec<Appended> {
+async fn append_messages(store: &Store, topic: &str, partition: u32, range: std::ops::Range<u64>) -> Vec<Appended> {
     let p = store.partition(topic, partition).unwrap();
     let mut out = Vec::new();
     let all: Vec<u64> = range.collect();
@@ -105,11 +97,7 @@ async fn append_chunk(store: &Store, p: &Arc<Partition>, chunk: &[u64]) -> Vec<A
 fn read_all(store: &Store, topic: &str, partition: u32) -> Vec<StoredMessage> {
     let p = store.partition(topic, partition).unwrap();
     let (_, entries) = p.index.read(0, usize::MAX).unwrap();
-    entries
-        .iter()
-        .filter(|e| !e.is_hole())
-        .map(|e| StoredMessage::decode(store.read(e).unwrap()).unwrap())
-        .collect()
+    entries.iter().filter(|e| !e.is_hole()).map(|e| StoredMessage::decode(store.read(e).unwrap()).unwrap()).collect()
 }
 
 #[tokio::test]
@@ -120,17 +108,9 @@ async fn append_read_and_restart() {
     assert_eq!(report.records_replayed, 0);
     let a = append_messages(&store, "orders", 0, 0..50).await;
     let b = append_messages(&store, "orders", 1, 0..30).await;
-    assert_eq!(
-        a.iter().map(|x| x.queue_offset).collect::<Vec<_>>(),
-        (0..50).collect::<Vec<_>>()
-    );
+    assert_eq!(a.iter().map(|x| x.queue_offset).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
     assert_eq!(b[29].queue_offset, 29);
-    let ack = AckRecord {
-        group: "g".into(),
-        topic: "orders".into(),
-        partition: 0,
-        offsets: vec![0, 1, 2],
-    };
+    let ack = AckRecord { group: "g".into(), topic: "orders".into(), partition: 0, offsets: vec![0, 1, 2] };
     store
         .append(
             vec![AppendRecord {
@@ -154,16 +134,9 @@ async fn append_read_and_restart() {
     let state = Arc::new(AckCounter::default());
     let (store, report) = open(dir.path(), state.clone());
     assert_eq!(report.records_replayed, 81);
-    assert_eq!(
-        state.acks.load(Ordering::SeqCst),
-        3,
-        "acks are replayed from the log"
-    );
+    assert_eq!(state.acks.load(Ordering::SeqCst), 3, "acks are replayed from the log");
     let got = read_all(&store, "orders", 0);
-    assert_eq!(
-        got,
-        (0..50).map(|n| message("orders", 0, n)).collect::<Vec<_>>()
-    );
+    assert_eq!(got, (0..50).map(|n| message("orders", 0, n)).collect::<Vec<_>>());
     assert_eq!(store.partition("orders", 1).unwrap().end_offset(), 30);
     // New appends continue the offsets.
     let c = append_messages(&store, "orders", 0, 50..51).await;
@@ -203,14 +176,8 @@ async fn torn_tail_is_truncated_at_any_cut() {
         let in_earlier_segments = 20 - frames.len();
         assert_eq!(kept, in_earlier_segments + complete, "cut at {cut}");
         assert!(report.corrupt_ranges.is_empty());
-        let tears_a_frame = frames
-            .iter()
-            .any(|(start, end)| *start < cut_at && cut_at < *end);
-        assert_eq!(
-            report.torn_tail.is_some(),
-            tears_a_frame,
-            "cut at {cut}: {report:?}"
-        );
+        let tears_a_frame = frames.iter().any(|(start, end)| *start < cut_at && cut_at < *end);
+        assert_eq!(report.torn_tail.is_some(), tears_a_frame, "cut at {cut}: {report:?}");
         let next = append_messages(&store, "t", 0, 100..101).await;
         assert_eq!(next[0].queue_offset as usize, kept);
         drop(store);
@@ -257,17 +224,8 @@ async fn mid_log_corruption_is_fenced_not_truncated() {
 async fn retention_deletes_old_segments_only_behind_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.retention = Retention {
-        time: None,
-        bytes: Some(100 << 10),
-    };
-    let (store, _) = Store::open(
-        cfg,
-        Arc::new(NoState),
-        StoreMetrics::default(),
-        Box::new(|r| panic!("{r}")),
-    )
-    .unwrap();
+    cfg.retention = Retention { time: None, bytes: Some(100 << 10) };
+    let (store, _) = Store::open(cfg, Arc::new(NoState), StoreMetrics::default(), Box::new(|r| panic!("{r}"))).unwrap();
     for i in 0..10 {
         append_messages(&store, "t", 0, i * 100..(i + 1) * 100).await;
     }
@@ -277,11 +235,7 @@ async fn retention_deletes_old_segments_only_behind_the_checkpoint() {
     assert_eq!(store.enforce_retention(SystemTime::now()).unwrap(), 0);
     store.checkpoint().await.unwrap();
     let freed = store.enforce_retention(SystemTime::now()).unwrap();
-    assert!(
-        freed > 0 && store.log_bytes() <= (100 << 10) + (64 << 10),
-        "freed {freed}, left {}",
-        store.log_bytes()
-    );
+    assert!(freed > 0 && store.log_bytes() <= (100 << 10) + (64 << 10), "freed {freed}, left {}", store.log_bytes());
     let p = store.partition("t", 0).unwrap();
     assert!(p.start_offset() > 0);
     assert_eq!(p.end_offset(), 1000);
@@ -293,10 +247,7 @@ async fn retention_deletes_old_segments_only_behind_the_checkpoint() {
     drop(store);
     let (store, _) = open(dir.path(), Arc::new(NoState));
     assert_eq!(store.partition("t", 0).unwrap().end_offset(), 1000);
-    assert_eq!(
-        append_messages(&store, "t", 0, 0..1).await[0].queue_offset,
-        1000
-    );
+    assert_eq!(append_messages(&store, "t", 0, 0..1).await[0].queue_offset, 1000);
 }
 
 #[tokio::test]
@@ -304,13 +255,7 @@ async fn concurrent_appenders_share_group_commits() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.segment_bytes = 8 << 20;
-    let (store, _) = Store::open(
-        cfg,
-        Arc::new(NoState),
-        StoreMetrics::default(),
-        Box::new(|r| panic!("{r}")),
-    )
-    .unwrap();
+    let (store, _) = Store::open(cfg, Arc::new(NoState), StoreMetrics::default(), Box::new(|r| panic!("{r}"))).unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for part in 0..8u32 {
@@ -327,12 +272,7 @@ async fn concurrent_appenders_share_group_commits() {
         t.await.unwrap();
     }
     for part in 0..8 {
-        let mut offs: Vec<u64> = seen
-            .lock()
-            .iter()
-            .filter(|(p, _)| *p == part)
-            .map(|(_, o)| *o)
-            .collect();
+        let mut offs: Vec<u64> = seen.lock().iter().filter(|(p, _)| *p == part).map(|(_, o)| *o).collect();
         offs.sort();
         assert_eq!(offs, (0..50).collect::<Vec<_>>());
     }
@@ -351,13 +291,7 @@ async fn oversized_record_is_refused_and_store_stays_usable() {
         store_time_ms: 0,
         body: vec![0; 32 << 10],
     };
-    let err = store
-        .append(vec![huge], Durability::Sync)
-        .await
-        .unwrap_err();
+    let err = store.append(vec![huge], Durability::Sync).await.unwrap_err();
     assert!(matches!(err, StorageError::TooLarge { .. }), "{err}");
-    assert_eq!(
-        append_messages(&store, "t", 0, 0..1).await[0].queue_offset,
-        0
-    );
+    assert_eq!(append_messages(&store, "t", 0, 0..1).await[0].queue_offset, 0);
 }

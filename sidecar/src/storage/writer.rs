@@ -70,11 +70,7 @@ struct Waiter {
 
 /// Runs until every sender is gone.
 pub(crate) fn run(inner: Arc<StoreInner>, rx: Receiver<Command>) {
-    let mut writer = Writer {
-        inner,
-        buf: Vec::with_capacity(1 << 20),
-        unsynced_since: None,
-    };
+    let mut writer = Writer { inner, buf: Vec::with_capacity(1 << 20), unsynced_since: None };
     let flush_every = writer.inner.config.async_flush_interval;
     let limit = MAX_GROUP_BYTES.min(writer.inner.config.segment_bytes as usize / 2);
     let mut carry: Option<Command> = None;
@@ -148,24 +144,11 @@ impl Writer {
         let mut others = Vec::new();
         for cmd in group {
             match cmd {
-                Command::Append {
-                    records,
-                    durability,
-                    reply,
-                } => {
-                    let size: u64 = records
-                        .iter()
-                        .map(|r| frame::padded((HEADER_LEN + r.body.len()) as u64))
-                        .sum();
-                    if let Some(r) = records
-                        .iter()
-                        .find(|r| r.body.len() + HEADER_LEN > log.max_frame() as usize)
-                    {
+                Command::Append { records, durability, reply } => {
+                    let size: u64 = records.iter().map(|r| frame::padded((HEADER_LEN + r.body.len()) as u64)).sum();
+                    if let Some(r) = records.iter().find(|r| r.body.len() + HEADER_LEN > log.max_frame() as usize) {
                         let max = log.max_frame() as usize - HEADER_LEN;
-                        let _ = reply.send(Err(StorageError::TooLarge {
-                            len: r.body.len(),
-                            max,
-                        }));
+                        let _ = reply.send(Err(StorageError::TooLarge { len: r.body.len(), max }));
                     } else if size > log.segment_bytes() / 2 {
                         let _ = reply.send(Err(StorageError::TooLarge {
                             len: size as usize,
@@ -230,12 +213,7 @@ impl Writer {
                             tag_hash: record.tag_hash,
                             store_time_ms: record.store_time_ms,
                         };
-                        entry.encode(
-                            &mut index_runs
-                                .entry(key)
-                                .or_insert_with(|| (p.clone(), Vec::new()))
-                                .1,
-                        );
+                        entry.encode(&mut index_runs.entry(key).or_insert_with(|| (p.clone(), Vec::new())).1);
                         seq
                     }
                     None => 0,
@@ -244,16 +222,9 @@ impl Writer {
                 if record.kind != RecordKind::Message {
                     state_records.push((record.kind, record.body));
                 }
-                results.push(Appended {
-                    position,
-                    queue_offset: sequence,
-                });
+                results.push(Appended { position, queue_offset: sequence });
             }
-            waiters.push(Waiter {
-                reply,
-                results,
-                durability,
-            });
+            waiters.push(Waiter { reply, results, durability });
         }
 
         if let Err(e) = active.append(start, &self.buf) {
@@ -308,9 +279,7 @@ impl Writer {
         for cmd in others {
             match cmd {
                 Command::Capture { reply } => {
-                    let result = self
-                        .sync()
-                        .map(|()| (self.inner.log.end(), self.inner.state.snapshot()));
+                    let result = self.sync().map(|()| (self.inner.log.end(), self.inner.state.snapshot()));
                     if let Err(e) = &result {
                         self.die(e);
                     }
@@ -332,12 +301,9 @@ impl Writer {
     fn sync(&mut self) -> Result<(), StorageError> {
         let active = self.inner.log.active();
         let timer = Instant::now();
-        active.sync().map_err(|e| {
-            StorageError::Fatal(format!(
-                "fdatasync of {} failed: {e}",
-                active.path().display()
-            ))
-        })?;
+        active
+            .sync()
+            .map_err(|e| StorageError::Fatal(format!("fdatasync of {} failed: {e}", active.path().display())))?;
         self.inner.metrics.observe_fsync(timer.elapsed());
         self.inner.log.mark_durable(active.end());
         self.unsynced_since = None;

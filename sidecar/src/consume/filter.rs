@@ -1,0 +1,136 @@
+//! Message filters of a subscription: RocketMQ tag expressions (`*`, `TagA || TagB`).
+//!
+//! Filtering happens on the broker. The index keeps a hash of each message's tag, so most
+//! non-matching messages are skipped without reading them; a hash match is confirmed against the
+//! real tag once the message is read.
+
+use std::collections::HashSet;
+
+use crate::storage::index::tag_hash;
+
+/// Longest filter expression accepted.
+pub const MAX_EXPRESSION_LEN: usize = 4096;
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Every message (`*` or an empty expression).
+    All,
+    /// Messages whose tag is one of these.
+    Tags {
+        /// The accepted tags.
+        tags: HashSet<String>,
+        /// Their index hashes.
+        hashes: HashSet<u32>,
+    },
+}
+
+/// Which language the expression is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    /// Tag expression.
+    Tag,
+    /// SQL92 over properties.
+    Sql,
+}
+
+/// Why an expression was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// Syntax problem.
+    #[error("invalid tag expression {expression:?}: {reason}")]
+    Invalid {
+        /// The expression.
+        expression: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// SQL92 filters are not available.
+    #[error(
+        "SQL92 filter expressions are not supported by this broker yet; use a tag expression such as `TagA || TagB`"
+    )]
+    SqlUnsupported,
+}
+
+impl Filter {
+    /// Parses an expression of the given kind.
+    pub fn parse(kind: FilterKind, expression: &str) -> Result<Self, FilterError> {
+        match kind {
+            FilterKind::Tag => Self::parse_tags(expression),
+            FilterKind::Sql => Err(FilterError::SqlUnsupported),
+        }
+    }
+
+    fn parse_tags(expression: &str) -> Result<Self, FilterError> {
+        let invalid = |reason: &str| FilterError::Invalid { expression: expression.into(), reason: reason.into() };
+        if expression.len() > MAX_EXPRESSION_LEN {
+            return Err(invalid("longer than 4096 bytes"));
+        }
+        let trimmed = expression.trim();
+        if trimmed.is_empty() || trimmed == "*" {
+            return Ok(Self::All);
+        }
+        let mut tags = HashSet::new();
+        for part in trimmed.split("||") {
+            let tag = part.trim();
+            if tag.is_empty() {
+                return Err(invalid("empty tag between `||` separators"));
+            }
+            if tag == "*" {
+                return Err(invalid("`*` cannot be combined with other tags"));
+            }
+            if tag.chars().any(|c| c.is_whitespace() || c == '|') {
+                return Err(invalid("tags cannot contain spaces or `|`; separate tags with `||`"));
+            }
+            tags.insert(tag.to_owned());
+        }
+        let hashes = tags.iter().map(|t| tag_hash(t)).collect();
+        Ok(Self::Tags { tags, hashes })
+    }
+
+    /// Whether a message with this index tag hash can match (no false negatives).
+    pub fn may_match(&self, hash: u32) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tags { hashes, .. } => hashes.contains(&hash),
+        }
+    }
+
+    /// Whether a message with this tag matches.
+    pub fn matches(&self, tag: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tags { tags, .. } => tags.contains(tag),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_and_empty_match_everything() {
+        for e in ["", "*", "  *  "] {
+            let f = Filter::parse(FilterKind::Tag, e).unwrap();
+            assert_eq!(f, Filter::All);
+            assert!(f.matches("") && f.matches("X") && f.may_match(0));
+        }
+    }
+
+    #[test]
+    fn tag_alternatives() {
+        let f = Filter::parse(FilterKind::Tag, "TagA || TagB").unwrap();
+        assert!(f.matches("TagA") && f.matches("TagB"));
+        assert!(!f.matches("TagC") && !f.matches(""));
+        assert!(f.may_match(tag_hash("TagA")) && !f.may_match(0));
+    }
+
+    #[test]
+    fn malformed_expressions_are_refused() {
+        for e in ["A ||", "|| B", "A || || B", "A | B", "A || *", "Tag A"] {
+            assert!(matches!(Filter::parse(FilterKind::Tag, e), Err(FilterError::Invalid { .. })), "{e}");
+        }
+        assert_eq!(Filter::parse(FilterKind::Sql, "a > 1"), Err(FilterError::SqlUnsupported));
+    }
+}

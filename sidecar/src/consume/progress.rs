@@ -1,0 +1,286 @@
+//! Consumption progress of one consumer group on one partition (the pop model of RocketMQ 5).
+//!
+//! ```text
+//!  queue offsets:  0 ......... watermark ........ cursor ............. end of partition
+//!                  [ all done ][ done set + leases ][ never handed out ]
+//! ```
+//!
+//! - below `watermark` every message is done (acknowledged, filtered out or dead-lettered);
+//! - between `watermark` and `cursor` a message is either done (in `done`) or leased to a consumer
+//!   (in `leases`, invisible until its deadline);
+//! - from `cursor` on, messages were never handed out.
+//!
+//! Only `watermark` and `done` are durable (acks are logged); leases live in memory, so after a
+//! restart the cursor falls back to the watermark and unacknowledged messages are delivered again.
+//! This type does no I/O and holds no clock: callers pass `now`, which keeps it easy to test.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A message handed to a consumer and not yet done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// When it becomes visible again.
+    pub deadline: Instant,
+    /// Delivery attempt this lease belongs to (1 for the first delivery).
+    pub attempt: u32,
+    /// Identifies this lease; a receipt handle carries it, and a newer lease invalidates older handles.
+    pub generation: u64,
+    /// Client it was delivered to.
+    pub client: Arc<str>,
+    /// The client asked the broker to keep extending the lease while it is alive (push consumers).
+    pub auto_renew: bool,
+}
+
+/// Why a receipt handle was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseError {
+    /// The message is not leased (never delivered, or done through another handle).
+    NotLeased,
+    /// A newer delivery or invisibility change replaced the handle.
+    Superseded,
+}
+
+/// Progress of one (group, topic, partition).
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    watermark: u64,
+    done: BTreeSet<u64>,
+    cursor: u64,
+    leases: HashMap<u64, Lease>,
+    expiries: BTreeSet<(Instant, u64)>,
+}
+
+impl Progress {
+    /// Progress that starts consuming at `offset`.
+    pub fn starting_at(offset: u64) -> Self {
+        Self { watermark: offset, cursor: offset, ..Default::default() }
+    }
+
+    /// Restores the durable part.
+    pub fn restored(watermark: u64, done: impl IntoIterator<Item = u64>) -> Self {
+        let mut p = Self::starting_at(watermark);
+        for o in done {
+            p.mark_done(o);
+        }
+        p
+    }
+
+    /// Every offset below this is done.
+    pub fn watermark(&self) -> u64 {
+        self.watermark
+    }
+
+    /// Done offsets at or above the watermark (sorted).
+    pub fn done_above_watermark(&self) -> impl Iterator<Item = u64> + '_ {
+        self.done.iter().copied()
+    }
+
+    /// Next offset never handed out.
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Messages currently leased.
+    pub fn leased(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// True when `offset` needs no more delivery.
+    pub fn is_done(&self, offset: u64) -> bool {
+        offset < self.watermark || self.done.contains(&offset)
+    }
+
+    /// Messages in `[watermark, end)` not yet done: the consumer lag.
+    pub fn lag(&self, end: u64) -> u64 {
+        end.saturating_sub(self.watermark).saturating_sub(self.done.range(..end).count() as u64)
+    }
+
+    /// Moves the start up to `offset` (retention deleted what came before, or an offset reset).
+    pub fn skip_to(&mut self, offset: u64) {
+        if offset > self.watermark {
+            self.watermark = offset;
+            self.done = self.done.split_off(&offset);
+            let gone: Vec<u64> = self.leases.keys().copied().filter(|o| *o < offset).collect();
+            for o in gone {
+                self.drop_lease(o);
+            }
+            self.advance_watermark();
+        }
+        self.cursor = self.cursor.max(self.watermark);
+    }
+
+    /// Marks `offset` done (acknowledged, filtered out or dead-lettered); drops its lease.
+    /// Returns false if it already was.
+    pub fn mark_done(&mut self, offset: u64) -> bool {
+        self.drop_lease(offset);
+        if self.is_done(offset) {
+            return false;
+        }
+        self.done.insert(offset);
+        self.advance_watermark();
+        self.cursor = self.cursor.max(self.watermark);
+        true
+    }
+
+    fn advance_watermark(&mut self) {
+        while self.done.first() == Some(&self.watermark) {
+            self.done.pop_first();
+            self.watermark += 1;
+        }
+    }
+
+    fn drop_lease(&mut self, offset: u64) -> Option<Lease> {
+        let lease = self.leases.remove(&offset)?;
+        self.expiries.remove(&(lease.deadline, offset));
+        Some(lease)
+    }
+
+    /// Hands out the next offset from the cursor, if below `end`; the caller decides to lease it or
+    /// mark it done (filtered out).
+    pub fn next_new(&mut self, end: u64) -> Option<u64> {
+        while self.cursor < end {
+            let offset = self.cursor;
+            self.cursor += 1;
+            if !self.is_done(offset) && !self.leases.contains_key(&offset) {
+                return Some(offset);
+            }
+        }
+        None
+    }
+
+    /// Leases `offset` (a new delivery or a redelivery).
+    pub fn lease(&mut self, offset: u64, lease: Lease) {
+        self.drop_lease(offset);
+        self.expiries.insert((lease.deadline, offset));
+        self.leases.insert(offset, lease);
+    }
+
+    /// Offsets whose lease expired at `now`, oldest deadline first, at most `max`. Their leases stay
+    /// until the caller re-leases them (with `attempt + 1`) or renews them.
+    pub fn expired(&self, now: Instant, max: usize) -> Vec<(u64, Lease)> {
+        self.expiries
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .take(max)
+            .map(|(_, offset)| (*offset, self.leases[offset].clone()))
+            .collect()
+    }
+
+    /// The earliest lease deadline, for waking up a long poll when something becomes visible again.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.expiries.first().map(|(d, _)| *d)
+    }
+
+    /// The lease a receipt handle refers to, if the handle is still the current one.
+    pub fn check(&self, offset: u64, generation: u64) -> Result<&Lease, LeaseError> {
+        match self.leases.get(&offset) {
+            Some(l) if l.generation == generation => Ok(l),
+            Some(_) => Err(LeaseError::Superseded),
+            None => Err(LeaseError::NotLeased),
+        }
+    }
+
+    /// Changes the deadline of the lease `generation` refers to and gives it a new generation.
+    pub fn renew(
+        &mut self,
+        offset: u64,
+        generation: u64,
+        deadline: Instant,
+        new_generation: u64,
+    ) -> Result<Lease, LeaseError> {
+        let mut lease = self.check(offset, generation)?.clone();
+        lease.deadline = deadline;
+        lease.generation = new_generation;
+        self.lease(offset, lease.clone());
+        Ok(lease)
+    }
+
+    /// Releases every lease of `client` so the messages are redelivered at once (the client left).
+    pub fn release_client(&mut self, client: &str, now: Instant) -> usize {
+        let theirs: Vec<(u64, Lease)> =
+            self.leases.iter().filter(|(_, l)| &*l.client == client).map(|(o, l)| (*o, l.clone())).collect();
+        for (offset, mut lease) in theirs.iter().cloned() {
+            lease.deadline = now;
+            lease.auto_renew = false;
+            self.lease(offset, lease);
+        }
+        theirs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn lease(now: Instant, secs: u64, generation: u64) -> Lease {
+        Lease {
+            deadline: now + Duration::from_secs(secs),
+            attempt: 1,
+            generation,
+            client: Arc::from("c1"),
+            auto_renew: false,
+        }
+    }
+
+    #[test]
+    fn lease_ack_and_watermark() {
+        let now = Instant::now();
+        let mut p = Progress::starting_at(0);
+        for g in 0..3 {
+            let o = p.next_new(10).unwrap();
+            p.lease(o, lease(now, 10, g));
+        }
+        assert_eq!((p.cursor(), p.leased(), p.lag(10)), (3, 3, 10));
+        assert!(p.mark_done(1));
+        assert_eq!(p.watermark(), 0);
+        assert!(p.mark_done(0));
+        assert_eq!(p.watermark(), 2);
+        assert!(!p.mark_done(0));
+        assert_eq!(p.lag(10), 8);
+        assert_eq!(p.check(2, 2).map(|l| l.attempt), Ok(1));
+        assert_eq!(p.check(2, 9), Err(LeaseError::Superseded));
+        assert_eq!(p.check(0, 0), Err(LeaseError::NotLeased));
+    }
+
+    #[test]
+    fn expiry_and_renewal() {
+        let now = Instant::now();
+        let mut p = Progress::starting_at(5);
+        p.lease(5, lease(now, 10, 1));
+        p.lease(6, lease(now, 20, 2));
+        assert!(p.expired(now, 10).is_empty());
+        assert_eq!(p.next_deadline(), Some(now + Duration::from_secs(10)));
+        let later = now + Duration::from_secs(15);
+        assert_eq!(p.expired(later, 10).iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![5]);
+        let renewed = p.renew(5, 1, later + Duration::from_secs(30), 3).unwrap();
+        assert_eq!(renewed.generation, 3);
+        assert_eq!(p.renew(5, 1, later, 4), Err(LeaseError::Superseded));
+        assert_eq!(p.expired(later, 10).len(), 0);
+        assert_eq!(p.release_client("c1", later), 2);
+        assert_eq!(p.expired(later, 10).len(), 2);
+    }
+
+    proptest! {
+        /// Whatever order offsets are acknowledged in, the watermark is the first offset not done,
+        /// and lag counts exactly the offsets not done.
+        #[test]
+        fn watermark_is_first_not_done(acks in proptest::collection::vec(0u64..64, 0..200)) {
+            let mut p = Progress::starting_at(0);
+            let mut done = BTreeSet::new();
+            for a in acks {
+                p.mark_done(a);
+                done.insert(a);
+                let first_missing = (0..).find(|o| !done.contains(o)).unwrap();
+                prop_assert_eq!(p.watermark(), first_missing);
+                prop_assert_eq!(p.lag(64), 64 - done.len() as u64);
+                prop_assert!(done.iter().all(|o| p.is_done(*o)));
+            }
+        }
+    }
+}
