@@ -1,4 +1,9 @@
 //! The Weir broker library: storage engine, RocketMQ 5 gRPC service, consumer state and metrics.
 
+pub mod broker;
+pub mod catalog;
+pub mod clients;
 pub mod consume;
+pub mod error;
+pub mod metrics;
 pub mod storage;

@@ -1,0 +1,320 @@
+//! The topics and consumer groups this broker serves, with their settings.
+//!
+//! Entries come from Topic / ConsumerGroup manifests (standalone `-f`, or the Kubernetes watch
+//! later) or are created on first use when auto-creation is on. Auto-created topics are written to
+//! `<data dir>/meta/topics/<name>.json` so their partition count survives a restart.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+use crate::error::BrokerError;
+use crate::storage::{Durability, Partition, Store};
+
+/// Longest topic name (RocketMQ's limit).
+pub const MAX_TOPIC_LEN: usize = 127;
+/// Longest consumer group name (leaves room for the `%RETRY%`/`%DLQ%` prefixes).
+pub const MAX_GROUP_LEN: usize = 120;
+
+/// Message types a topic can accept (RocketMQ 5's TopicMessageType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MessageType {
+    /// Plain messages.
+    Normal,
+    /// Ordered per message group.
+    Fifo,
+    /// Delivered at a set time.
+    Delay,
+    /// Transactional half messages.
+    Transaction,
+}
+
+impl MessageType {
+    /// Lower-case label for metrics (RocketMQ's `message_type` label values).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Fifo => "fifo",
+            Self::Delay => "delay",
+            Self::Transaction => "transaction",
+        }
+    }
+}
+
+/// Settings of a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// Name.
+    pub name: String,
+    /// Number of partitions (RocketMQ queues).
+    pub partitions: u32,
+    /// Message types producers may send to it.
+    pub accepts: Vec<MessageType>,
+    /// When sends are acknowledged.
+    #[serde(with = "durability_serde")]
+    pub durability: Durability,
+}
+
+mod durability_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::storage::Durability;
+
+    pub fn serialize<S: Serializer>(d: &Durability, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match d {
+            Durability::Sync => "Sync",
+            Durability::Async => "Async",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Durability, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "Async" => Ok(Durability::Async),
+            _ => Ok(Durability::Sync),
+        }
+    }
+}
+
+/// Where a group starts on a partition it never consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest retained message.
+    Earliest,
+    /// Only messages sent after the group first asks.
+    Latest,
+}
+
+/// Settings of a consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupConfig {
+    /// Name.
+    pub name: String,
+    /// Deliver messages of a message group one at a time, in order.
+    pub fifo: bool,
+    /// Delivery attempts before a message goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// Start position on partitions the group never consumed.
+    pub start_from: StartFrom,
+    /// Paused groups receive nothing.
+    pub consume_enabled: bool,
+}
+
+impl GroupConfig {
+    /// Settings for a group created on first use.
+    pub fn auto(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            fifo: false,
+            max_attempts: 16,
+            start_from: StartFrom::Earliest,
+            consume_enabled: true,
+        }
+    }
+}
+
+/// A topic with its partitions.
+#[derive(Debug)]
+pub struct Topic {
+    /// Its settings.
+    pub config: TopicConfig,
+    /// Its partitions, by id.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// Whether producers may send this type.
+    pub fn accepts(&self, t: MessageType) -> bool {
+        self.config.accepts.contains(&t)
+    }
+}
+
+/// Broker-wide catalog options.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// Create unknown topics on first send or route lookup.
+    pub auto_create_topics: bool,
+    /// Create unknown consumer groups on first use.
+    pub auto_create_groups: bool,
+    /// Partitions of auto-created topics.
+    pub default_partitions: u32,
+    /// Durability of auto-created topics.
+    pub default_durability: Durability,
+}
+
+impl Default for CatalogOptions {
+    fn default() -> Self {
+        Self {
+            auto_create_topics: true,
+            auto_create_groups: true,
+            default_partitions: 8,
+            default_durability: Durability::Sync,
+        }
+    }
+}
+
+/// Topics and groups.
+#[derive(Debug)]
+pub struct Catalog {
+    options: CatalogOptions,
+    store: Store,
+    meta_dir: PathBuf,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    groups: RwLock<HashMap<String, Arc<GroupConfig>>>,
+}
+
+/// Checks a topic name against RocketMQ's rules.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    validate_name(name, MAX_TOPIC_LEN).map_err(|reason| BrokerError::IllegalTopic { name: name.into(), reason })
+}
+
+/// Checks a consumer group name against RocketMQ's rules.
+pub fn validate_group_name(name: &str) -> Result<(), BrokerError> {
+    validate_name(name, MAX_GROUP_LEN).map_err(|reason| BrokerError::IllegalGroup { name: name.into(), reason })
+}
+
+fn validate_name(name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > max {
+        return Err(format!("it is longer than {max} characters"));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '%' | '_' | '-'))) {
+        return Err(format!("character {c:?} is not allowed (use letters, digits, %, _ and -)"));
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// A catalog over `store`, reloading auto-created topics from the data directory.
+    pub fn open(store: Store, data_dir: &std::path::Path, options: CatalogOptions) -> Result<Self, BrokerError> {
+        let meta_dir = data_dir.join("meta").join("topics");
+        std::fs::create_dir_all(&meta_dir)
+            .map_err(|e| BrokerError::internal(format!("create {}: {e}", meta_dir.display())))?;
+        let catalog =
+            Self { options, store, meta_dir, topics: RwLock::new(HashMap::new()), groups: RwLock::new(HashMap::new()) };
+        let entries = std::fs::read_dir(&catalog.meta_dir)
+            .map_err(|e| BrokerError::internal(format!("list {}: {e}", catalog.meta_dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes =
+                    std::fs::read(&path).map_err(|e| BrokerError::internal(format!("read {}: {e}", path.display())))?;
+                let config: TopicConfig = serde_json::from_slice(&bytes)
+                    .map_err(|e| BrokerError::internal(format!("{} is not a topic definition: {e}", path.display())))?;
+                catalog.put_topic(config)?;
+            }
+        }
+        Ok(catalog)
+    }
+
+    /// Adds or replaces a declared topic. Partitions only grow: a smaller count keeps the existing ones.
+    pub fn put_topic(&self, config: TopicConfig) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(&config.name)?;
+        if config.partitions == 0 || config.partitions > 1024 {
+            return Err(BrokerError::BadRequest(format!(
+                "topic {}: partitions must be between 1 and 1024, got {}",
+                config.name, config.partitions
+            )));
+        }
+        let existing = self.topics.read().get(&config.name).map(|t| t.partitions.len() as u32).unwrap_or(0);
+        let count = config.partitions.max(existing);
+        let partitions = (0..count)
+            .map(|id| self.store.partition(&config.name, id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BrokerError::Storage)?;
+        let topic = Arc::new(Topic { config: TopicConfig { partitions: count, ..config }, partitions });
+        self.topics.write().insert(topic.config.name.clone(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Adds or replaces a declared consumer group.
+    pub fn put_group(&self, config: GroupConfig) -> Result<(), BrokerError> {
+        validate_group_name(&config.name)?;
+        self.groups.write().insert(config.name.clone(), Arc::new(config));
+        Ok(())
+    }
+
+    /// The topic, creating it if allowed.
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        validate_topic_name(name)?;
+        if let Some(t) = self.topics.read().get(name) {
+            return Ok(t.clone());
+        }
+        if !self.options.auto_create_topics {
+            return Err(BrokerError::TopicNotFound(name.into()));
+        }
+        let config = TopicConfig {
+            name: name.into(),
+            partitions: self.options.default_partitions,
+            accepts: vec![MessageType::Normal],
+            durability: self.options.default_durability,
+        };
+        self.persist(&config)?;
+        tracing::info!(topic = name, partitions = config.partitions, "topic auto-created");
+        self.put_topic(config)
+    }
+
+    /// The topic, only if it exists.
+    pub fn existing_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().get(name).cloned()
+    }
+
+    fn persist(&self, config: &TopicConfig) -> Result<(), BrokerError> {
+        let path = self.meta_dir.join(format!("{}.json", config.name));
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(config).map_err(|e| BrokerError::internal(e.to_string()))?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| BrokerError::internal(format!("write {}: {e}", path.display())))?;
+        crate::storage::sync_dir(&self.meta_dir).map_err(BrokerError::Storage)
+    }
+
+    /// The group's settings, creating default ones if allowed.
+    pub fn group(&self, name: &str) -> Result<Arc<GroupConfig>, BrokerError> {
+        validate_group_name(name)?;
+        if let Some(g) = self.groups.read().get(name) {
+            return Ok(g.clone());
+        }
+        if !self.options.auto_create_groups {
+            return Err(BrokerError::GroupNotFound(name.into()));
+        }
+        let mut groups = self.groups.write();
+        Ok(groups.entry(name.into()).or_insert_with(|| Arc::new(GroupConfig::auto(name))).clone())
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.topics.read().values().cloned().collect();
+        v.sort_by(|a, b| a.config.name.cmp(&b.config.name));
+        v
+    }
+
+    /// All groups, sorted by name.
+    pub fn groups(&self) -> Vec<Arc<GroupConfig>> {
+        let mut v: Vec<_> = self.groups.read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_rocketmq_rules() {
+        assert!(validate_topic_name("orders_v2-%x").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("bad name").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"t".repeat(128)).is_err());
+        assert!(validate_group_name(&"g".repeat(120)).is_ok());
+        assert!(validate_group_name(&"g".repeat(121)).is_err());
+        assert!(validate_group_name("grp\u{e9}").is_err());
+    }
+}

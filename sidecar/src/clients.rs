@@ -1,0 +1,101 @@
+//! Client sessions: who is connected, as what, and whether it is still alive.
+//!
+//! A client is keyed by its `x-mq-client-id`. It counts as alive while it has an open Telemetry
+//! stream or sent a heartbeat recently. When it goes away (stream closed, `NotifyClientTermination`,
+//! or silence past the TTL) the messages leased to it are released for redelivery.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+/// What kind of client a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientKind {
+    /// Not told yet.
+    #[default]
+    Unknown,
+    /// A producer.
+    Producer,
+    /// A push consumer.
+    PushConsumer,
+    /// A simple consumer.
+    SimpleConsumer,
+    /// A pull consumer.
+    PullConsumer,
+}
+
+/// What the broker knows about one client.
+#[derive(Debug, Default)]
+pub struct ClientSession {
+    /// Client type from its settings.
+    pub kind: ClientKind,
+    /// SDK language as the client reported it.
+    pub language: String,
+    /// Consumer group (consumers).
+    pub group: Option<String>,
+    /// Topics a producer declared.
+    pub topics: Vec<String>,
+    /// Open Telemetry streams.
+    pub streams: usize,
+    /// Last request of any kind.
+    pub last_seen: Option<Instant>,
+}
+
+/// All sessions.
+#[derive(Debug)]
+pub struct Clients {
+    sessions: RwLock<HashMap<Arc<str>, Arc<Mutex<ClientSession>>>>,
+    ttl: Duration,
+}
+
+impl Clients {
+    /// A registry that forgets clients silent for longer than `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self { sessions: RwLock::new(HashMap::new()), ttl }
+    }
+
+    /// The session of `id`, created on first sight; marks it seen.
+    pub fn touch(&self, id: &str) -> Arc<Mutex<ClientSession>> {
+        let session = match self.sessions.read().get(id) {
+            Some(s) => s.clone(),
+            None => self.sessions.write().entry(Arc::from(id)).or_default().clone(),
+        };
+        session.lock().last_seen = Some(Instant::now());
+        session
+    }
+
+    /// Whether `id` is alive: an open stream, or seen within the TTL.
+    pub fn alive(&self, id: &str) -> bool {
+        self.sessions.read().get(id).is_some_and(|s| {
+            let s = s.lock();
+            s.streams > 0 || s.last_seen.is_some_and(|t| t.elapsed() < self.ttl)
+        })
+    }
+
+    /// Forgets `id`.
+    pub fn remove(&self, id: &str) {
+        self.sessions.write().remove(id);
+    }
+
+    /// Forgets clients that are no longer alive and returns their ids.
+    pub fn expire(&self) -> Vec<Arc<str>> {
+        let dead: Vec<Arc<str>> = self.sessions.read().keys().filter(|id| !self.alive(id)).cloned().collect();
+        let mut sessions = self.sessions.write();
+        for id in &dead {
+            sessions.remove(id);
+        }
+        dead
+    }
+
+    /// Number of live sessions per kind (for metrics).
+    pub fn count(&self, kind: ClientKind) -> usize {
+        self.sessions.read().values().filter(|s| s.lock().kind == kind).count()
+    }
+
+    /// Clients of a consumer group.
+    pub fn members(&self, group: &str) -> usize {
+        self.sessions.read().values().filter(|s| s.lock().group.as_deref() == Some(group)).count()
+    }
+}
