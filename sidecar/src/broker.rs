@@ -238,6 +238,8 @@ pub struct Broker {
     round_robin: AtomicUsize,
     /// Serialises the creation of a group's progress on a partition.
     starting: tokio::sync::Mutex<()>,
+    /// Set when the broker shuts down: long polls return and client streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -275,7 +277,18 @@ impl Broker {
             dedup: Mutex::new(SendDedup::default()),
             round_robin: AtomicUsize::new(0),
             starting: tokio::sync::Mutex::new(()),
+            stopping: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Ends long polls and client streams (the server is going down).
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves-when-stopping signal for long-lived handlers.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Settings.
@@ -451,6 +464,7 @@ impl Broker {
         }
         let batch = req.batch.min(self.config.max_batch);
         let mut published = self.store.subscribe();
+        let mut stopping = self.stopping();
         loop {
             published.borrow_and_update();
             let (deliveries, next_deadline) = if group.consume_enabled {
@@ -473,6 +487,7 @@ impl Broker {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = stopping.wait_for(|s| *s) => return Ok(Vec::new()),
             }
         }
     }
@@ -502,6 +517,7 @@ impl Broker {
         let start = match group.start_from {
             StartFrom::Earliest => partition.start_offset(),
             StartFrom::Latest => partition.end_offset(),
+            StartFrom::Timestamp(ms) => partition.index.offset_for_time(ms)?,
         };
         let record = ProgressRecord {
             group: group.name.clone(),

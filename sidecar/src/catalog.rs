@@ -85,6 +85,8 @@ pub enum StartFrom {
     Earliest,
     /// Only messages sent after the group first asks.
     Latest,
+    /// The first message stored at or after this time (ms since the epoch).
+    Timestamp(u64),
 }
 
 /// Settings of a consumer group.

@@ -5,5 +5,8 @@ pub mod catalog;
 pub mod clients;
 pub mod consume;
 pub mod error;
+pub mod grpc;
 pub mod metrics;
+pub mod server;
+pub mod standalone;
 pub mod storage;

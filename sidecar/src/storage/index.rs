@@ -292,6 +292,20 @@ impl PartitionIndex {
         Ok(punched)
     }
 
+    /// The first retained offset whose message was stored at or after `ms` (the end if none was).
+    pub fn offset_for_time(&self, ms: u64) -> Result<u64, StorageError> {
+        let (mut lo, mut hi) = (self.start(), self.end());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid)? {
+                // Holes carry no time; treat them as older so the search moves past them.
+                Some(e) if e.is_hole() || e.store_time_ms < ms => lo = mid + 1,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
     /// Forgets entries pointing at or past `log_end` (the log was cut shorter by recovery).
     pub fn truncate_from_position(&self, log_end: u64) -> Result<(), StorageError> {
         let keep = self.first_at_or_after(log_end)?;

@@ -1,0 +1,172 @@
+//! `weir-sidecar`: the Weir broker.
+//!
+//! `weir-sidecar standalone` runs one broker that owns every partition of the topics it is given (or
+//! creates on first use). It is the embedded default for development and single-node use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use weir_sidecar::broker::BrokerConfig;
+use weir_sidecar::catalog::CatalogOptions;
+use weir_sidecar::server::{self, ServerOptions};
+use weir_sidecar::standalone;
+use weir_sidecar::storage::{Durability, Retention};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir-sidecar", version, about = "Weir broker: RocketMQ 5 semantics, Kubernetes-native")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WEIR_LOG_FORMAT", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// Acknowledge after fdatasync (group commit).
+    Sync,
+    /// Acknowledge after the page cache; flush on an interval.
+    Async,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one broker that owns every partition (no Kubernetes needed).
+    Standalone(StandaloneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct StandaloneArgs {
+    /// Where the commit log, indexes and checkpoints live.
+    #[arg(long, default_value = "weir-data", env = "WEIR_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Topic / ConsumerGroup manifests (YAML files or directories), as for `kubectl apply -f`.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// gRPC address (RocketMQ 5 clients connect here).
+    #[arg(long, default_value = "127.0.0.1:8081", env = "WEIR_LISTEN")]
+    listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_METRICS_LISTEN")]
+    metrics_listen: SocketAddr,
+    /// Host name or IP clients are told to connect to (defaults to the listen IP).
+    #[arg(long, env = "WEIR_ADVERTISE_HOST")]
+    advertise_host: Option<String>,
+    /// Refuse unknown topics and groups instead of creating them on first use.
+    #[arg(long)]
+    no_auto_create: bool,
+    /// Partitions of auto-created topics.
+    #[arg(long, default_value_t = 8)]
+    default_partitions: u32,
+    /// Durability of auto-created topics.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
+    default_durability: DurabilityArg,
+    /// Size of a commit log segment (e.g. 256Mi).
+    #[arg(long, default_value = "256Mi")]
+    segment_size: String,
+    /// How long Async-durability writes may stay unsynced (e.g. 200ms).
+    #[arg(long, default_value = "200ms")]
+    flush_interval: String,
+    /// Delete log segments older than this (default: the longest retention of the declared topics, else 72h).
+    #[arg(long)]
+    retention_time: Option<String>,
+    /// Delete the oldest log segments while the log is larger than this (e.g. 50Gi).
+    #[arg(long)]
+    retention_bytes: Option<String>,
+    /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
+    #[arg(long, default_value = "5s")]
+    checkpoint_interval: String,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn duration(flag: &str, value: &str) -> Result<Duration> {
+    weir_crds::parse_duration(flag, value).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+}
+
+fn size(flag: &str, value: &str) -> Result<u64> {
+    weir_crds::parse_size(flag, value).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn standalone(args: StandaloneArgs) -> Result<()> {
+    let declared = standalone::load(&args.files)?;
+    let retention_time = match &args.retention_time {
+        Some(v) => duration("retention-time", v)?,
+        None => declared.retention_time.unwrap_or(Duration::from_secs(72 * 3600)),
+    };
+    let retention_bytes = match &args.retention_bytes {
+        Some(v) => Some(size("retention-bytes", v)?),
+        None => declared.retention_bytes,
+    };
+    let options = ServerOptions {
+        data_dir: args.data_dir.clone(),
+        grpc_listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        advertise_host: args.advertise_host,
+        segment_bytes: size("segment-size", &args.segment_size)?,
+        async_flush_interval: duration("flush-interval", &args.flush_interval)?,
+        retention: Retention { time: Some(retention_time), bytes: retention_bytes },
+        checkpoint_interval: duration("checkpoint-interval", &args.checkpoint_interval)?,
+        catalog: CatalogOptions {
+            auto_create_topics: !args.no_auto_create,
+            auto_create_groups: !args.no_auto_create,
+            default_partitions: args.default_partitions,
+            default_durability: match args.default_durability {
+                DurabilityArg::Sync => Durability::Sync,
+                DurabilityArg::Async => Durability::Async,
+            },
+        },
+        broker: BrokerConfig::default(),
+        declared,
+    };
+    let topics = options.declared.topics.len();
+    let groups = options.declared.groups.len();
+    let (running, done) = server::start(options, shutdown_signal()).await?;
+    println!(
+        "weir-sidecar ready: grpc={} metrics=http://{}/metrics data={} topics={topics} groups={groups} auto-create={}",
+        running.grpc_addr,
+        running.metrics_addr,
+        args.data_dir.display(),
+        !args.no_auto_create
+    );
+    done.await
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Standalone(args) => standalone(args).await,
+    };
+    if let Err(e) = result.context("weir-sidecar failed") {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

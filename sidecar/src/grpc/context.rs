@@ -1,0 +1,72 @@
+//! What every request carries in its gRPC headers: who the client is and how long it will wait.
+
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataMap;
+
+use crate::error::BrokerError;
+
+/// Longest client id accepted.
+const MAX_CLIENT_ID: usize = 256;
+
+/// The caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `x-mq-client-id`.
+    pub client_id: String,
+    /// `x-mq-language` (informational; the JS SDK sends `HTTP`).
+    pub language: String,
+    /// When the client's deadline (`grpc-timeout`) runs out, if it set one.
+    pub deadline: Option<Instant>,
+}
+
+impl Caller {
+    /// Reads the headers. A missing client id is an error (it keys sessions and leases); the
+    /// language is kept even then so the error can be phrased for the client.
+    pub fn from_metadata(md: &MetadataMap) -> (String, Result<Self, BrokerError>) {
+        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_owned();
+        let language = get("x-mq-language");
+        let client_id = get("x-mq-client-id");
+        let deadline = md.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let caller = if client_id.is_empty() {
+            Err(BrokerError::ClientIdRequired)
+        } else if client_id.len() > MAX_CLIENT_ID {
+            Err(BrokerError::BadRequest(format!("x-mq-client-id is longer than {MAX_CLIENT_ID} bytes")))
+        } else {
+            Ok(Self { client_id, language: language.clone(), deadline: deadline.map(|d| Instant::now() + d) })
+        };
+        (language, caller)
+    }
+}
+
+/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of H M S m u n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts() {
+        assert_eq!(parse_grpc_timeout("40000m"), Some(Duration::from_secs(40)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("x"), None);
+        assert_eq!(parse_grpc_timeout("12q"), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! Running a broker: open the store, build the broker, serve gRPC and `/metrics`, run the periodic
+//! work (checkpoints, retention, client expiry), and shut down cleanly.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use weir_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
+
+use crate::broker::{Broker, BrokerConfig};
+use crate::catalog::{Catalog, CatalogOptions};
+use crate::clients::Clients;
+use crate::consume::Consumers;
+use crate::grpc::Messaging;
+use crate::grpc::route::Advertised;
+use crate::metrics::Metrics;
+use crate::standalone::Declared;
+use crate::storage::{Retention, Store, StoreConfig};
+
+/// Largest gRPC request accepted (a batch of messages at the body limit).
+const MAX_REQUEST_BYTES: usize = 16 << 20;
+
+/// Everything needed to run a broker.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// `/metrics` listen address.
+    pub metrics_listen: SocketAddr,
+    /// Host clients should connect to (defaults to the gRPC listen IP).
+    pub advertise_host: Option<String>,
+    /// Storage settings (the directory is taken from `data_dir`).
+    pub segment_bytes: u64,
+    /// Async-durability flush interval.
+    pub async_flush_interval: Duration,
+    /// Retention limits.
+    pub retention: Retention,
+    /// How often consumer state and indexes are checkpointed.
+    pub checkpoint_interval: Duration,
+    /// Topic and group creation policy.
+    pub catalog: CatalogOptions,
+    /// Broker limits.
+    pub broker: BrokerConfig,
+    /// Topics and groups from manifests.
+    pub declared: Declared,
+}
+
+/// A broker that is serving.
+#[derive(Debug)]
+pub struct Running {
+    /// Where gRPC listens.
+    pub grpc_addr: SocketAddr,
+    /// Where `/metrics` listens.
+    pub metrics_addr: SocketAddr,
+    /// The broker.
+    pub broker: Arc<Broker>,
+}
+
+/// Opens everything, starts serving, and returns once the broker answers requests. The returned
+/// future completes when `shutdown` resolves and the broker has stopped cleanly.
+pub async fn start(
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Running, impl Future<Output = Result<()>>)> {
+    let metrics = Metrics::new();
+    let consumers = Arc::new(Consumers::default());
+    let mut store_config = StoreConfig::new(&options.data_dir);
+    store_config.segment_bytes = options.segment_bytes;
+    store_config.async_flush_interval = options.async_flush_interval;
+    store_config.retention = options.retention;
+    let opened = Instant::now();
+    let (store, report) = Store::open(
+        store_config,
+        consumers.clone(),
+        metrics.store.clone(),
+        Box::new(|reason| {
+            // Durability can no longer be promised: stop before acknowledging anything else.
+            tracing::error!(%reason, "fatal storage failure; exiting");
+            eprintln!("weir-sidecar: fatal storage failure: {reason}");
+            std::process::exit(70);
+        }),
+    )
+    .with_context(|| format!("opening the data directory {}", options.data_dir.display()))?;
+    tracing::info!(
+        replayed = report.records_replayed,
+        log_end = report.log_end,
+        torn_tail = ?report.torn_tail,
+        corrupt_ranges = report.corrupt_ranges.len(),
+        elapsed_ms = opened.elapsed().as_millis() as u64,
+        "storage recovered"
+    );
+    for range in &report.corrupt_ranges {
+        eprintln!(
+            "weir-sidecar: WARNING: commit log damaged between positions {} and {} ({}); records after it were kept",
+            range.start, range.end, range.reason
+        );
+    }
+
+    let catalog = Catalog::open(store.clone(), &options.data_dir, options.catalog.clone())?;
+    for topic in &options.declared.topics {
+        catalog.put_topic(topic.clone())?;
+    }
+    for group in &options.declared.groups {
+        catalog.put_group(group.clone())?;
+    }
+    let broker = Arc::new(Broker::new(
+        options.broker.clone(),
+        store.clone(),
+        catalog,
+        consumers,
+        Clients::new(Duration::from_secs(120)),
+        metrics.clone(),
+    ));
+    metrics.register_broker(&broker);
+
+    let grpc_listener = TcpListener::bind(options.grpc_listen)
+        .await
+        .with_context(|| format!("binding the gRPC port {} (is another broker running?)", options.grpc_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_listener = TcpListener::bind(options.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics port {}", options.metrics_listen))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let advertised = Advertised {
+        host: options.advertise_host.clone().unwrap_or_else(|| match grpc_addr.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            ip => ip.to_string(),
+        }),
+        port: grpc_addr.port(),
+        broker_name: format!("weir-broker-{}", options.broker.broker_id),
+    };
+    let service = MessagingServiceServer::new(Messaging::new(broker.clone(), advertised))
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<MessagingServiceServer<Messaging>>().await;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut grpc_stop = stop_rx.clone();
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            }),
+    );
+    let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics.clone(), stop_rx.clone()));
+    let maintenance = tokio::spawn(maintain(broker.clone(), options.checkpoint_interval, stop_rx.clone()));
+
+    let running = Running { grpc_addr, metrics_addr, broker: broker.clone() };
+    let done = async move {
+        shutdown.await;
+        tracing::info!("shutting down: ending long polls and client streams");
+        broker.begin_shutdown();
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(Duration::from_secs(10), grpc).await {
+            Ok(joined) => joined.context("gRPC server task")?.context("gRPC server")?,
+            Err(_) => tracing::warn!("gRPC connections did not close within 10 s; closing anyway"),
+        }
+        let _ = metrics_task.await;
+        let _ = maintenance.await;
+        store.shutdown().await.context("final checkpoint")?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    };
+    Ok((running, done))
+}
+
+async fn serve_metrics(listener: TcpListener, metrics: Metrics, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use axum::http::header::CONTENT_TYPE;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+/// Periodic work: checkpoints (bounded replay on restart), retention, forgetting silent clients.
+async fn maintain(broker: Arc<Broker>, checkpoint_every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_checkpoint = Instant::now();
+    let mut last_retention = Instant::now();
+    let mut checkpointed_end = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let store = broker.store();
+        let end = store.log_range().1;
+        if last_checkpoint.elapsed() >= checkpoint_every && end != checkpointed_end {
+            match store.checkpoint().await {
+                Ok(_) => checkpointed_end = end,
+                Err(e) => tracing::error!(error = %e, "checkpoint failed"),
+            }
+            last_checkpoint = Instant::now();
+        }
+        if last_retention.elapsed() >= Duration::from_secs(60) {
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.enforce_retention(SystemTime::now())).await {
+                Ok(Ok(freed)) if freed > 0 => tracing::info!(freed_bytes = freed, "retention deleted old segments"),
+                Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                _ => {}
+            }
+            last_retention = Instant::now();
+        }
+        for client in broker.clients().expire() {
+            broker.client_gone(&client);
+        }
+    }
+}
