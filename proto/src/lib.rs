@@ -1,5 +1,6 @@
 //! Generated gRPC types for Weir.
 //!
+//! * [`weir::admin::v1`]: Weir's admin API (topics, offsets, storage, consumer lag).
 //! * [`rocketmq::v2`]: the Apache RocketMQ 5 wire protocol (`apache.rocketmq.v2`), the messages and the
 //!   `MessagingService` server trait and client that the official RocketMQ 5 SDKs talk to.
 //!
@@ -17,6 +18,18 @@ pub mod rocketmq {
     #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
     pub mod v2 {
         tonic::include_proto!("apache.rocketmq.v2");
+    }
+}
+
+/// Weir's own APIs.
+pub mod weir {
+    /// Weir's admin API.
+    pub mod admin {
+        /// `weir.admin.v1`: topics, offsets, storage and consumer lag for weirctl and the operator.
+        #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+        pub mod v1 {
+            tonic::include_proto!("weir.admin.v1");
+        }
     }
 }
 

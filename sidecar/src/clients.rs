@@ -58,8 +58,9 @@ impl Clients {
 
     /// The session of `id`, created on first sight; marks it seen.
     pub fn touch(&self, id: &str) -> Arc<Mutex<ClientSession>> {
-        let session = match self.sessions.read().get(id) {
-            Some(s) => s.clone(),
+        let existing = self.sessions.read().get(id).cloned();
+        let session = match existing {
+            Some(s) => s,
             None => self.sessions.write().entry(Arc::from(id)).or_default().clone(),
         };
         session.lock().last_seen = Some(Instant::now());
@@ -68,10 +69,12 @@ impl Clients {
 
     /// Whether `id` is alive: an open stream, or seen within the TTL.
     pub fn alive(&self, id: &str) -> bool {
-        self.sessions.read().get(id).is_some_and(|s| {
-            let s = s.lock();
-            s.streams > 0 || s.last_seen.is_some_and(|t| t.elapsed() < self.ttl)
-        })
+        let session = self.sessions.read().get(id).cloned();
+        session.is_some_and(|s| self.is_alive(&s.lock()))
+    }
+
+    fn is_alive(&self, s: &ClientSession) -> bool {
+        s.streams > 0 || s.last_seen.is_some_and(|t| t.elapsed() < self.ttl)
     }
 
     /// Forgets `id`.
@@ -81,7 +84,8 @@ impl Clients {
 
     /// Forgets clients that are no longer alive and returns their ids.
     pub fn expire(&self) -> Vec<Arc<str>> {
-        let dead: Vec<Arc<str>> = self.sessions.read().keys().filter(|id| !self.alive(id)).cloned().collect();
+        let dead: Vec<Arc<str>> =
+            self.sessions.read().iter().filter(|(_, s)| !self.is_alive(&s.lock())).map(|(id, _)| id.clone()).collect();
         let mut sessions = self.sessions.write();
         for id in &dead {
             sessions.remove(id);

@@ -12,12 +12,14 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use weir_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
+use weir_proto::weir::admin::v1::admin_server::AdminServer;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::catalog::{Catalog, CatalogOptions};
 use crate::clients::Clients;
 use crate::consume::Consumers;
 use crate::grpc::Messaging;
+use crate::grpc::admin::AdminService;
 use crate::grpc::route::Advertised;
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
@@ -152,6 +154,7 @@ pub async fn start(
         tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(service)
+            .add_service(AdminServer::new(AdminService::new(broker.clone())))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),

@@ -1,1 +1,226 @@
-//! Shared helpers for the cross-crate tests.
+//! Shared helpers for the cross-crate tests: start a real `weir-sidecar` process on free ports with
+//! a temporary data directory, kill it like a crash (`kill -9`) or stop it like Kubernetes
+//! (`SIGTERM`), and build official RocketMQ SDK clients pointed at it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+pub mod raw;
+
+/// The `weir-sidecar` binary built by cargo next to the test executables.
+pub fn sidecar_binary() -> PathBuf {
+    binary("weir-sidecar")
+}
+
+/// The `weirctl` binary.
+pub fn weirctl_binary() -> PathBuf {
+    binary("weirctl")
+}
+
+fn binary(name: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(format!("{}_BIN", name.replace('-', "_").to_uppercase())) {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> -> target/<profile>/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p weir-sidecar --bins` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// A running broker process.
+#[derive(Debug)]
+pub struct Sidecar {
+    child: Option<Child>,
+    /// gRPC address.
+    pub grpc: SocketAddr,
+    /// Metrics address.
+    pub metrics: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts `weir-sidecar standalone` on free loopback ports with `data_dir` and extra arguments,
+    /// and waits until it reports ready.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(sidecar_binary())
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning weir-sidecar")?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("weir-sidecar ready:") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                bail!("weir-sidecar did not become ready within 60 s (exit status {status:?})");
+            }
+        };
+        let field = |name: &str| -> Result<String> {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(&format!("{name}=")))
+                .map(|v| v.trim_start_matches("http://").trim_end_matches("/metrics").to_owned())
+                .with_context(|| format!("no {name}= in {line:?}"))
+        };
+        Ok(Self {
+            grpc: field("grpc")?.parse()?,
+            metrics: field("metrics")?.parse()?,
+            data_dir: data_dir.to_owned(),
+            child: Some(child),
+        })
+    }
+
+    /// `host:port` for SDK access URLs.
+    pub fn access_url(&self) -> String {
+        self.grpc.to_string()
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGKILL, like a crash or an OOM kill.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the exit (what Kubernetes does on pod deletion).
+    pub fn terminate(&mut self) -> Result<ExitStatus> {
+        let mut c = self.child.take().context("not running")?;
+        let status = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                bail!("weir-sidecar did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The text of `/metrics`.
+    pub fn scrape(&self) -> Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.metrics)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics)?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).context("no HTTP body")?;
+        Ok(body)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sum of a metric's samples whose label set contains every `label="value"` pair given.
+pub fn metric_sum(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Writes a manifest file into `dir` and returns its path.
+pub fn write_manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write manifest");
+    path
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T>(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SDK client options for a broker.
+pub mod sdk {
+    use std::time::Duration;
+
+    use rocketmq::conf::{ClientOption, ProducerOption, SimpleConsumerOption};
+    use rocketmq::{Producer, SimpleConsumer};
+
+    fn client_option(url: &str, long_poll: Duration) -> ClientOption {
+        let mut o = ClientOption::default();
+        o.set_access_url(url);
+        o.set_enable_tls(false);
+        o.set_long_polling_timeout(long_poll);
+        o.set_timeout(Duration::from_secs(10));
+        o
+    }
+
+    /// A started producer for `topics`.
+    pub async fn producer(url: &str, topics: &[&str]) -> Producer {
+        let mut option = ProducerOption::default();
+        option.set_topics(topics.to_vec());
+        let mut p = Producer::new(option, client_option(url, Duration::from_secs(5))).expect("producer options");
+        p.start().await.expect("producer start");
+        p
+    }
+
+    /// A started simple consumer of `group` for `topics`; receives long-poll up to `long_poll`.
+    pub async fn consumer(url: &str, group: &str, topics: &[&str], long_poll: Duration) -> SimpleConsumer {
+        let mut option = SimpleConsumerOption::default();
+        option.set_topics(topics.to_vec());
+        option.set_consumer_group(group);
+        let mut c = SimpleConsumer::new(option, client_option(url, long_poll)).expect("consumer options");
+        c.start().await.expect("consumer start");
+        c
+    }
+}

@@ -4,6 +4,7 @@
 //! the [`Broker`], and answer in band with a RocketMQ status ([`status`]). Malformed requests get a
 //! RocketMQ code, never a gRPC error, so every official SDK can report them; the process stays up.
 
+pub mod admin;
 pub mod context;
 pub mod convert;
 pub mod route;

@@ -1,0 +1,423 @@
+//! `weirctl`: produce, consume and inspect against a running Weir broker.
+//!
+//! `produce` and `consume` speak the same RocketMQ 5 gRPC protocol as the official SDKs; `topics`
+//! and `stats` use Weir's admin API on the same port.
+
+use std::io::{BufRead, IsTerminal};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use weir_proto::rocketmq::v2 as pb;
+use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use weir_proto::weir::admin::v1 as admin;
+use weir_proto::weir::admin::v1::admin_client::AdminClient;
+
+#[derive(Debug, Parser)]
+#[command(name = "weirctl", version, about = "Produce, consume and inspect against a Weir broker")]
+struct Cli {
+    /// Broker gRPC address (host:port).
+    #[arg(short, long, default_value = "127.0.0.1:8081", env = "WEIR_SERVER", global = true)]
+    server: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send messages: the --body (repeated --count times) or every line of standard input.
+    Produce {
+        /// Topic to send to.
+        #[arg(short, long)]
+        topic: String,
+        /// Message body; without it, each line read from stdin is one message.
+        #[arg(short, long)]
+        body: Option<String>,
+        /// How many copies of --body to send.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        count: usize,
+        /// Tag (used by consumers' tag filters).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Business key (repeatable).
+        #[arg(short, long = "key")]
+        keys: Vec<String>,
+        /// User property as key=value (repeatable).
+        #[arg(short, long = "property", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
+    /// Receive messages as a consumer group and acknowledge them.
+    Consume {
+        /// Topic to consume.
+        #[arg(short, long)]
+        topic: String,
+        /// Consumer group.
+        #[arg(short, long, default_value = "weirctl")]
+        group: String,
+        /// Tag filter, e.g. "TagA || TagB".
+        #[arg(short, long, default_value = "*")]
+        filter: String,
+        /// Stop after this many messages.
+        #[arg(short = 'n', long)]
+        count: Option<usize>,
+        /// Stop after this long without a new message (e.g. 5s).
+        #[arg(short, long, default_value = "5s")]
+        wait: humantime::Duration,
+        /// Leave messages unacknowledged (they are delivered again after 30 s).
+        #[arg(long)]
+        no_ack: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List topics and their partitions.
+    Topics {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show storage, partition offsets and consumer lag.
+    Stats {
+        /// Only this topic.
+        #[arg(short, long, default_value = "")]
+        topic: String,
+        /// Only this consumer group.
+        #[arg(short, long, default_value = "")]
+        group: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// Adds the RocketMQ client headers.
+#[derive(Debug, Clone)]
+struct Headers {
+    client_id: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Interceptor for Headers {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        req.metadata_mut().insert("x-mq-client-id", self.client_id.clone());
+        req.metadata_mut().insert("x-mq-language", MetadataValue::from_static("WEIRCTL"));
+        Ok(req)
+    }
+}
+
+type Messaging = MessagingServiceClient<InterceptedService<Channel, Headers>>;
+
+async fn connect(server: &str) -> Result<Channel> {
+    let uri = format!("http://{server}");
+    let endpoint = Channel::from_shared(uri.clone()).with_context(|| format!("{server:?} is not a host:port address"))?;
+    endpoint.connect_timeout(Duration::from_secs(3)).connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach a Weir broker at {server} ({}).\nIs it running? Start one with `weir-sidecar standalone`, \
+             or point --server / WEIR_SERVER at it.",
+            root_cause(&e)
+        )
+    })
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn client_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("weirctl@{host}@{}", std::process::id())
+}
+
+async fn messaging(server: &str) -> Result<Messaging> {
+    let channel = connect(server).await?;
+    let headers = Headers { client_id: MetadataValue::try_from(client_id()).context("client id is not ASCII")? };
+    Ok(MessagingServiceClient::with_interceptor(channel, headers))
+}
+
+fn check(status: &Option<pb::Status>, what: &str) -> Result<()> {
+    let s = status.as_ref().with_context(|| format!("{what}: the broker sent no status"))?;
+    if s.code == pb::Code::Ok as i32 {
+        return Ok(());
+    }
+    let name = pb::Code::try_from(s.code).map(|c| c.as_str_name()).unwrap_or("UNKNOWN");
+    bail!("{what} failed: {name} ({}): {}", s.code, s.message)
+}
+
+fn resource(name: &str) -> Option<pb::Resource> {
+    Some(pb::Resource { resource_namespace: String::new(), name: name.to_owned() })
+}
+
+/// Message ids unique per process: pid, start time, counter, as upper-case hex like RocketMQ's.
+struct Ids {
+    prefix: String,
+    next: u64,
+}
+
+impl Ids {
+    fn new() -> Self {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Self { prefix: format!("{:08X}{nanos:016X}", std::process::id()), next: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("{}{:08X}", self.prefix, self.next)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    server: &str,
+    topic: String,
+    body: Option<String>,
+    count: usize,
+    tag: Option<String>,
+    keys: Vec<String>,
+    properties: Vec<(String, String)>,
+) -> Result<()> {
+    let bodies: Vec<String> = match body {
+        Some(b) => vec![b; count],
+        None => {
+            if std::io::stdin().is_terminal() {
+                eprintln!("reading message bodies from standard input, one per line (Ctrl-D to finish)");
+            }
+            std::io::stdin().lock().lines().collect::<Result<_, _>>().context("reading standard input")?
+        }
+    };
+    let mut client = messaging(server).await?;
+    let mut ids = Ids::new();
+    let mut sent = 0;
+    for chunk in bodies.chunks(64) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let messages = chunk
+            .iter()
+            .map(|b| pb::Message {
+                topic: resource(&topic),
+                user_properties: properties.iter().cloned().collect(),
+                system_properties: Some(pb::SystemProperties {
+                    tag: tag.clone(),
+                    keys: keys.clone(),
+                    message_id: ids.next(),
+                    message_type: pb::MessageType::Normal as i32,
+                    body_encoding: pb::Encoding::Identity as i32,
+                    born_timestamp: Some(prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }),
+                    born_host: std::env::var("HOSTNAME").unwrap_or_default(),
+                    ..Default::default()
+                }),
+                body: b.clone().into_bytes().into(),
+            })
+            .collect();
+        let response = client.send_message(pb::SendMessageRequest { messages }).await.context("SendMessage")?.into_inner();
+        for entry in &response.entries {
+            check(&entry.status, "send")?;
+            println!("sent {} offset {}", entry.message_id, entry.offset);
+            sent += 1;
+        }
+        check(&response.status, "send")?;
+    }
+    eprintln!("{sent} message(s) sent to {topic}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn consume(
+    server: &str,
+    topic: String,
+    group: String,
+    filter: String,
+    count: Option<usize>,
+    wait: Duration,
+    no_ack: bool,
+    output: Output,
+) -> Result<()> {
+    use pb::receive_message_response::Content;
+    let mut client = messaging(server).await?;
+    let mut received = 0;
+    let mut last = Instant::now();
+    while count.is_none_or(|c| received < c) && last.elapsed() < wait {
+        let poll = wait.saturating_sub(last.elapsed()).min(Duration::from_secs(20));
+        let want = count.map_or(32, |c| (c - received).min(32)) as i32;
+        let request = pb::ReceiveMessageRequest {
+            group: resource(&group),
+            message_queue: Some(pb::MessageQueue { topic: resource(&topic), ..Default::default() }),
+            filter_expression: Some(pb::FilterExpression { r#type: pb::FilterType::Tag as i32, expression: filter.clone() }),
+            batch_size: want,
+            invisible_duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+            auto_renew: false,
+            long_polling_timeout: Some(prost_types::Duration { seconds: poll.as_secs() as i64, nanos: poll.subsec_nanos() as i32 }),
+            attempt_id: None,
+        };
+        let mut stream = client.receive_message(request).await.context("ReceiveMessage")?.into_inner();
+        let mut messages = Vec::new();
+        while let Some(item) = stream.message().await.context("ReceiveMessage stream")? {
+            match item.content {
+                Some(Content::Status(s)) if s.code != pb::Code::MessageNotFound as i32 => check(&Some(s), "receive")?,
+                Some(Content::Message(m)) => messages.push(m),
+                _ => {}
+            }
+        }
+        if !messages.is_empty() {
+            last = Instant::now();
+        }
+        let mut acks = Vec::new();
+        for m in messages {
+            print_message(&m, output);
+            received += 1;
+            let sys = m.system_properties.unwrap_or_default();
+            acks.push(pb::AckMessageEntry {
+                message_id: sys.message_id,
+                receipt_handle: sys.receipt_handle.unwrap_or_default(),
+                lite_topic: None,
+            });
+        }
+        if !no_ack && !acks.is_empty() {
+            let response = client
+                .ack_message(pb::AckMessageRequest { group: resource(&group), topic: resource(&topic), entries: acks })
+                .await
+                .context("AckMessage")?
+                .into_inner();
+            check(&response.status, "ack")?;
+        }
+    }
+    eprintln!("{received} message(s) received from {topic} as group {group}");
+    Ok(())
+}
+
+fn print_message(m: &pb::Message, output: Output) {
+    let sys = m.system_properties.clone().unwrap_or_default();
+    let body = String::from_utf8_lossy(&m.body);
+    match output {
+        Output::Json => {
+            let json = serde_json::json!({
+                "topic": m.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
+                "messageId": sys.message_id,
+                "partition": sys.queue_id,
+                "offset": sys.queue_offset,
+                "tag": sys.tag,
+                "keys": sys.keys,
+                "properties": m.user_properties,
+                "deliveryAttempt": sys.delivery_attempt,
+                "body": body,
+            });
+            println!("{json}");
+        }
+        Output::Text => {
+            let mut props: Vec<String> = m.user_properties.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            props.sort();
+            println!(
+                "partition={} offset={} id={} tag={} keys={} props={{{}}} attempt={} body={body}",
+                sys.queue_id,
+                sys.queue_offset.unwrap_or(-1),
+                sys.message_id,
+                sys.tag.unwrap_or_default(),
+                sys.keys.join(","),
+                props.join(","),
+                sys.delivery_attempt.unwrap_or(0),
+            );
+        }
+    }
+}
+
+async fn admin_client(server: &str) -> Result<AdminClient<Channel>> {
+    Ok(AdminClient::new(connect(server).await?))
+}
+
+fn topic_json(t: &admin::Topic) -> serde_json::Value {
+    serde_json::json!({
+        "name": t.name,
+        "messageTypes": t.message_types,
+        "durability": t.durability,
+        "partitions": t.partitions.iter().map(|p| serde_json::json!({
+            "id": p.id, "startOffset": p.start_offset, "endOffset": p.end_offset,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_topics(topics: &[admin::Topic]) {
+    println!("{:<32} {:>10} {:<12} {:<8} {:>12}", "TOPIC", "PARTITIONS", "TYPES", "DURABLE", "MESSAGES");
+    for t in topics {
+        let stored: u64 = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
+        println!("{:<32} {:>10} {:<12} {:<8} {:>12}", t.name, t.partitions.len(), t.message_types.join(","), t.durability, stored);
+    }
+}
+
+async fn topics(server: &str, output: Output) -> Result<()> {
+    let response = admin_client(server).await?.list_topics(admin::ListTopicsRequest {}).await.context("ListTopics")?.into_inner();
+    match output {
+        Output::Json => println!("{}", serde_json::Value::Array(response.topics.iter().map(topic_json).collect())),
+        Output::Text => print_topics(&response.topics),
+    }
+    Ok(())
+}
+
+async fn stats(server: &str, topic: String, group: String, output: Output) -> Result<()> {
+    let response = admin_client(server)
+        .await?
+        .get_stats(admin::GetStatsRequest { topic, group })
+        .await
+        .map_err(|s| anyhow::anyhow!("GetStats failed: {}", s.message()))?
+        .into_inner();
+    let storage = response.storage.unwrap_or_default();
+    match output {
+        Output::Json => {
+            let json = serde_json::json!({
+                "storage": {"logBytes": storage.log_bytes, "logStart": storage.log_start, "logEnd": storage.log_end},
+                "topics": response.topics.iter().map(topic_json).collect::<Vec<_>>(),
+                "groups": response.groups.iter().map(|g| serde_json::json!({
+                    "group": g.group, "topic": g.topic, "lag": g.lag, "inflight": g.inflight, "members": g.members,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{json}");
+        }
+        Output::Text => {
+            println!("storage: {} bytes in the commit log (positions {}..{})\n", storage.log_bytes, storage.log_start, storage.log_end);
+            print_topics(&response.topics);
+            println!("\n{:<32} {:<32} {:>12} {:>10} {:>8}", "GROUP", "TOPIC", "LAG", "INFLIGHT", "MEMBERS");
+            for g in &response.groups {
+                println!("{:<32} {:<32} {:>12} {:>10} {:>8}", g.group, g.topic, g.lag, g.inflight, g.members);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let server = cli.server;
+    let result = match cli.command {
+        Command::Produce { topic, body, count, tag, keys, properties } => {
+            produce(&server, topic, body, count, tag, keys, properties).await
+        }
+        Command::Consume { topic, group, filter, count, wait, no_ack, output } => {
+            consume(&server, topic, group, filter, count, wait.into(), no_ack, output).await
+        }
+        Command::Topics { output } => topics(&server, output).await,
+        Command::Stats { topic, group, output } => stats(&server, topic, group, output).await,
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
