@@ -106,8 +106,14 @@ async fn main() {
     .await
     .expect("broker starts");
     let broker = Arc::clone(&running.broker);
-    println!("send benchmark: {total} messages of {BODY} bytes, {clients} concurrent clients, 8 partitions, data in {}", dir.path().display());
-    println!("{:<8} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12}", "mode", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "fsyncs");
+    println!(
+        "send benchmark: {total} messages of {BODY} bytes, {clients} concurrent clients, 8 partitions, data in {}",
+        dir.path().display()
+    );
+    println!(
+        "{:<8} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>12}",
+        "mode", "msgs/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "fsyncs"
+    );
     for (mode, topic) in [("Sync", "bench-sync"), ("Async", "bench-async")] {
         let fsyncs_before = broker.metrics().store.fsync_seconds.get_sample_count();
         let (rate, lat) = run(running.grpc_addr, topic, total, clients).await;

@@ -39,6 +39,21 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Makes the child receive SIGKILL when the test process dies, so a test killed by the runner's
+/// timeout leaves no broker behind.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only makes one async-signal-safe
+    // system call (prctl), allocating nothing.
+    unsafe {
+        command.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// A running broker process.
 #[derive(Debug)]
 pub struct Sidecar {
@@ -55,7 +70,9 @@ impl Sidecar {
     /// Starts `weir-sidecar standalone` on free loopback ports with `data_dir` and extra arguments,
     /// and waits until it reports ready.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(sidecar_binary())
+        let mut command = Command::new(sidecar_binary());
+        die_with_parent(&mut command);
+        let mut child = command
             .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)

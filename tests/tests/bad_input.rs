@@ -36,7 +36,8 @@ async fn unknown_topic_is_topic_not_found() {
         "alive.yaml",
         "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata: {name: alive}\nspec: {partitions: 2}\n",
     );
-    let mut broker = Sidecar::start(&dir.path().join("data"), &["--no-auto-create", "-f", manifest.to_str().unwrap()]).unwrap();
+    let mut broker =
+        Sidecar::start(&dir.path().join("data"), &["--no-auto-create", "-f", manifest.to_str().unwrap()]).unwrap();
     let mut client = raw::connect(broker.grpc, Some("t@1")).await;
     let route = client
         .query_route(pb::QueryRouteRequest { topic: resource("nope"), endpoints: None })
@@ -98,7 +99,9 @@ async fn body_over_the_advertised_maximum_is_refused() {
     let at_limit = send_one(&mut client, message("alive", "big-2", None, vec![7; max])).await;
     assert_eq!(code(&at_limit.entries[0].status), pb::Code::Ok);
     // Far beyond the gRPC request limit: refused by the transport, the broker stays up.
-    let huge = client.send_message(pb::SendMessageRequest { messages: vec![message("alive", "huge", None, vec![0; 20 << 20])] }).await;
+    let huge = client
+        .send_message(pb::SendMessageRequest { messages: vec![message("alive", "huge", None, vec![0; 20 << 20])] })
+        .await;
     assert!(huge.is_err(), "a 20 MiB request must be refused");
     let empty = send_one(&mut client, message("alive", "empty", None, Vec::new())).await;
     // Rust clients do not know MESSAGE_BODY_EMPTY; the broker answers BAD_REQUEST to them.
@@ -115,7 +118,11 @@ async fn invalid_receipt_handle_is_refused() {
             .ack_message(pb::AckMessageRequest {
                 group: resource("g"),
                 topic: resource("alive"),
-                entries: vec![pb::AckMessageEntry { message_id: "m".into(), receipt_handle: handle.into(), lite_topic: None }],
+                entries: vec![pb::AckMessageEntry {
+                    message_id: "m".into(),
+                    receipt_handle: handle.into(),
+                    lite_topic: None,
+                }],
             })
             .await
             .unwrap()
@@ -220,7 +227,11 @@ async fn invisible_time_out_of_range_is_illegal_invisible_time() {
 async fn missing_client_id_is_client_id_required() {
     let (_dir, mut broker, mut client) = start(&[]).await;
     let mut anonymous = raw::connect(broker.grpc, None).await;
-    let route = anonymous.query_route(pb::QueryRouteRequest { topic: resource("alive"), endpoints: None }).await.unwrap().into_inner();
+    let route = anonymous
+        .query_route(pb::QueryRouteRequest { topic: resource("alive"), endpoints: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(code(&route.status), pb::Code::ClientIdRequired);
     let sent = anonymous
         .send_message(pb::SendMessageRequest { messages: vec![message("alive", "x", None, b"x".to_vec())] })

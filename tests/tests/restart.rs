@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
+use rocketmq::SimpleConsumer;
 use rocketmq::model::common::{FilterExpression, FilterType};
 use rocketmq::model::message::MessageBuilder;
-use rocketmq::SimpleConsumer;
 use weir_sidecar::storage::frame::{self, RecordKind};
 use weir_sidecar::storage::record::StoredMessage;
 use weir_tests::{Sidecar, sdk};
@@ -44,7 +44,11 @@ async fn send_all(url: &str, topic: &str, count: usize) -> BTreeSet<String> {
 }
 
 /// Receives (and acks) until `stop` says so or two polls come back empty.
-async fn drain(consumer: &SimpleConsumer, topic: &str, mut stop: impl FnMut(&BTreeSet<String>) -> bool) -> BTreeSet<String> {
+async fn drain(
+    consumer: &SimpleConsumer,
+    topic: &str,
+    mut stop: impl FnMut(&BTreeSet<String>) -> bool,
+) -> BTreeSet<String> {
     let all = FilterExpression::new(FilterType::Tag, "*");
     let mut got = BTreeSet::new();
     let mut empty = 0;
@@ -77,7 +81,11 @@ async fn acknowledged_sends_and_acks_survive_kill_9() {
     let broker = Sidecar::start(&data, &[]).unwrap();
     let consumer = sdk::consumer(&broker.access_url(), "g", &["durable"], Duration::from_secs(3)).await;
     let after = drain(&consumer, "durable", |_| false).await;
-    assert!(after.is_disjoint(&acked), "{} acknowledged messages were delivered again", after.intersection(&acked).count());
+    assert!(
+        after.is_disjoint(&acked),
+        "{} acknowledged messages were delivered again",
+        after.intersection(&acked).count()
+    );
     let remaining: BTreeSet<String> = sent.difference(&acked).cloned().collect();
     assert_eq!(after, remaining, "exactly the unacknowledged messages come back");
 
@@ -87,8 +95,11 @@ async fn acknowledged_sends_and_acks_survive_kill_9() {
 }
 
 fn last_segment(data: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> =
-        std::fs::read_dir(data.join("commitlog")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(data.join("commitlog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
     segments.sort();
     segments.pop().expect("a segment")
 }
@@ -128,7 +139,12 @@ async fn torn_tail_keeps_every_complete_record() {
         let cut = rng.random_range(image.len().saturating_sub(64 << 10)..image.len());
         let complete = complete_messages(&image, base, cut);
         std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut as u64).unwrap();
-        println!("round {round}: cut {} of {} bytes, {} complete messages before the cut", cut, image.len(), complete.len());
+        println!(
+            "round {round}: cut {} of {} bytes, {} complete messages before the cut",
+            cut,
+            image.len(),
+            complete.len()
+        );
 
         let broker = Sidecar::start(&data, &[]).unwrap();
         let consumer = sdk::consumer(&broker.access_url(), "after-crash", &["torn"], Duration::from_secs(2)).await;

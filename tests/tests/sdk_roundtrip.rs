@@ -67,7 +67,8 @@ async fn ten_thousand_tagged_messages_arrive_exactly_once() {
     // The producer spread the messages over all 8 partitions.
     let scrape = broker.scrape().unwrap();
     for p in 0..8 {
-        let end = metric_sum(&scrape, "weir_partition_end_offset", &[("topic", "orders"), ("partition", &p.to_string())]);
+        let end =
+            metric_sum(&scrape, "weir_partition_end_offset", &[("topic", "orders"), ("partition", &p.to_string())]);
         assert!(end > 500.0, "partition {p} holds only {end} messages");
     }
     assert_eq!(metric_sum(&scrape, "rocketmq_messages_in_total", &[("topic", "orders")]), TOTAL as f64);
@@ -101,10 +102,17 @@ async fn ten_thousand_tagged_messages_arrive_exactly_once() {
 
     // Nothing else is left for the group: no TagC, no duplicates.
     let rest = consumer.receive_with("orders", &filter, 32, Duration::from_secs(30)).await.expect("receive");
-    assert!(rest.is_empty(), "unexpected extra messages: {:?}", rest.iter().map(|m| m.message_id()).collect::<Vec<_>>());
+    assert!(
+        rest.is_empty(),
+        "unexpected extra messages: {:?}",
+        rest.iter().map(|m| m.message_id()).collect::<Vec<_>>()
+    );
     let scrape = broker.scrape().unwrap();
     assert_eq!(metric_sum(&scrape, "rocketmq_consumer_lag_messages", &[("consumer_group", "billing")]), 0.0);
-    assert_eq!(metric_sum(&scrape, "rocketmq_messages_out_total", &[("consumer_group", "billing")]), wanted.len() as f64);
+    assert_eq!(
+        metric_sum(&scrape, "rocketmq_messages_out_total", &[("consumer_group", "billing")]),
+        wanted.len() as f64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +121,8 @@ async fn unacknowledged_message_comes_back_with_attempt_two() {
     let broker = Sidecar::start(&dir.path().join("data"), &[]).unwrap();
     let url = broker.access_url();
     let producer = sdk::producer(&url, &["retries"]).await;
-    let message = MessageBuilder::builder().set_topic("retries").set_tag("T").set_body(b"try me".to_vec()).build().unwrap();
+    let message =
+        MessageBuilder::builder().set_topic("retries").set_tag("T").set_body(b"try me".to_vec()).build().unwrap();
     let receipt = producer.send(message).await.unwrap();
 
     let consumer = sdk::consumer(&url, "retry-group", &["retries"], Duration::from_secs(5)).await;

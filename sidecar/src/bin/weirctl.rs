@@ -103,9 +103,7 @@ enum Command {
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
 /// Adds the RocketMQ client headers.
@@ -126,7 +124,8 @@ type Messaging = MessagingServiceClient<InterceptedService<Channel, Headers>>;
 
 async fn connect(server: &str) -> Result<Channel> {
     let uri = format!("http://{server}");
-    let endpoint = Channel::from_shared(uri.clone()).with_context(|| format!("{server:?} is not a host:port address"))?;
+    let endpoint =
+        Channel::from_shared(uri.clone()).with_context(|| format!("{server:?} is not a host:port address"))?;
     endpoint.connect_timeout(Duration::from_secs(3)).connect().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach a Weir broker at {server} ({}).\nIs it running? Start one with `weir-sidecar standalone`, \
@@ -221,14 +220,18 @@ async fn produce(
                     message_id: ids.next(),
                     message_type: pb::MessageType::Normal as i32,
                     body_encoding: pb::Encoding::Identity as i32,
-                    born_timestamp: Some(prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }),
+                    born_timestamp: Some(prost_types::Timestamp {
+                        seconds: now.as_secs() as i64,
+                        nanos: now.subsec_nanos() as i32,
+                    }),
                     born_host: std::env::var("HOSTNAME").unwrap_or_default(),
                     ..Default::default()
                 }),
                 body: b.clone().into_bytes().into(),
             })
             .collect();
-        let response = client.send_message(pb::SendMessageRequest { messages }).await.context("SendMessage")?.into_inner();
+        let response =
+            client.send_message(pb::SendMessageRequest { messages }).await.context("SendMessage")?.into_inner();
         for entry in &response.entries {
             check(&entry.status, "send")?;
             println!("sent {} offset {}", entry.message_id, entry.offset);
@@ -261,11 +264,17 @@ async fn consume(
         let request = pb::ReceiveMessageRequest {
             group: resource(&group),
             message_queue: Some(pb::MessageQueue { topic: resource(&topic), ..Default::default() }),
-            filter_expression: Some(pb::FilterExpression { r#type: pb::FilterType::Tag as i32, expression: filter.clone() }),
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: filter.clone(),
+            }),
             batch_size: want,
             invisible_duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
             auto_renew: false,
-            long_polling_timeout: Some(prost_types::Duration { seconds: poll.as_secs() as i64, nanos: poll.subsec_nanos() as i32 }),
+            long_polling_timeout: Some(prost_types::Duration {
+                seconds: poll.as_secs() as i64,
+                nanos: poll.subsec_nanos() as i32,
+            }),
             attempt_id: None,
         };
         let mut stream = client.receive_message(request).await.context("ReceiveMessage")?.into_inner();
@@ -358,12 +367,20 @@ fn print_topics(topics: &[admin::Topic]) {
     println!("{:<32} {:>10} {:<12} {:<8} {:>12}", "TOPIC", "PARTITIONS", "TYPES", "DURABLE", "MESSAGES");
     for t in topics {
         let stored: u64 = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
-        println!("{:<32} {:>10} {:<12} {:<8} {:>12}", t.name, t.partitions.len(), t.message_types.join(","), t.durability, stored);
+        println!(
+            "{:<32} {:>10} {:<12} {:<8} {:>12}",
+            t.name,
+            t.partitions.len(),
+            t.message_types.join(","),
+            t.durability,
+            stored
+        );
     }
 }
 
 async fn topics(server: &str, output: Output) -> Result<()> {
-    let response = admin_client(server).await?.list_topics(admin::ListTopicsRequest {}).await.context("ListTopics")?.into_inner();
+    let response =
+        admin_client(server).await?.list_topics(admin::ListTopicsRequest {}).await.context("ListTopics")?.into_inner();
     match output {
         Output::Json => println!("{}", serde_json::Value::Array(response.topics.iter().map(topic_json).collect())),
         Output::Text => print_topics(&response.topics),
@@ -391,7 +408,10 @@ async fn stats(server: &str, topic: String, group: String, output: Output) -> Re
             println!("{json}");
         }
         Output::Text => {
-            println!("storage: {} bytes in the commit log (positions {}..{})\n", storage.log_bytes, storage.log_start, storage.log_end);
+            println!(
+                "storage: {} bytes in the commit log (positions {}..{})\n",
+                storage.log_bytes, storage.log_start, storage.log_end
+            );
             print_topics(&response.topics);
             println!("\n{:<32} {:<32} {:>12} {:>10} {:>8}", "GROUP", "TOPIC", "LAG", "INFLIGHT", "MEMBERS");
             for g in &response.groups {

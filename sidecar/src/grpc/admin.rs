@@ -42,12 +42,18 @@ fn topic_info(t: &Topic) -> admin::Topic {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn list_topics(&self, _: Request<admin::ListTopicsRequest>) -> Result<Response<admin::ListTopicsResponse>, Status> {
+    async fn list_topics(
+        &self,
+        _: Request<admin::ListTopicsRequest>,
+    ) -> Result<Response<admin::ListTopicsResponse>, Status> {
         let topics = self.broker.catalog().topics().iter().map(|t| topic_info(t)).collect();
         Ok(Response::new(admin::ListTopicsResponse { topics }))
     }
 
-    async fn get_stats(&self, request: Request<admin::GetStatsRequest>) -> Result<Response<admin::GetStatsResponse>, Status> {
+    async fn get_stats(
+        &self,
+        request: Request<admin::GetStatsRequest>,
+    ) -> Result<Response<admin::GetStatsResponse>, Status> {
         let req = request.into_inner();
         if !req.topic.is_empty() && self.broker.catalog().existing_topic(&req.topic).is_none() {
             return Err(Status::not_found(format!("topic {:?} does not exist on this broker", req.topic)));

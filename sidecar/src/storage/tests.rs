@@ -59,7 +59,7 @@ fn message(topic: &str, partition: u32, n: u64) -> StoredMessage {
         topic: topic.into(),
         partition,
         message_id: format!("m{n}"),
-        tag: if n % 2 == 0 { "even".into() } else { String::new() },
+        tag: if n.is_multiple_of(2) { "even".into() } else { String::new() },
         body: Bytes::from(format!("body-{n}").repeat(200)),
         store_timestamp_ms: 1_700_000_000_000 + n as i64,
         ..Default::default()
