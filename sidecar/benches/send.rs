@@ -24,7 +24,7 @@ use weir_sidecar::storage::{Durability, Retention};
 const BODY: usize = 1024;
 
 fn topic(name: &str, durability: Durability) -> TopicConfig {
-    TopicConfig { name: name.into(), partitions: 8, accepts: vec![MessageType::Normal], durability }
+    TopicConfig::new(name, 8, vec![MessageType::Normal], durability)
 }
 
 async fn run(addr: std::net::SocketAddr, topic: &'static str, total: usize, clients: usize) -> (f64, Vec<Duration>) {

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use parking_lot::Mutex;
 use prost::Message as _;
 
-use crate::catalog::{Catalog, GroupConfig, MessageType, StartFrom, Topic};
+use crate::catalog::{Catalog, DEAD_LETTER_PREFIX, GroupConfig, MessageType, StartFrom, Topic};
 use crate::clients::Clients;
 use crate::consume::filter::Filter;
 use crate::consume::progress::{Lease, LeaseError, Progress};
@@ -21,7 +21,7 @@ use crate::error::BrokerError;
 use crate::metrics::Metrics;
 use crate::storage::frame::RecordKind;
 use crate::storage::index::{IndexEntry, tag_hash};
-use crate::storage::record::{StoredMessage, StoredMessageType};
+use crate::storage::record::{DeadLetterOrigin, StoredMessage, StoredMessageType};
 use crate::storage::{AppendRecord, Durability, Partition, Store};
 
 /// Limits and defaults of the broker.
@@ -95,6 +95,8 @@ const RESERVED_PROPERTIES: &[&str] = &[
     "__SHARDINGKEY",
     "__BORNHOST",
 ];
+/// Index group hash shared by every message of a topic with global FIFO order.
+const GLOBAL_ORDER_HASH: u32 = 1;
 /// User properties per message at most.
 const MAX_PROPERTIES: usize = 128;
 /// Bytes of user property keys and values per message at most.
@@ -434,14 +436,17 @@ impl Broker {
             body_md5: Bytes::copy_from_slice(&Md5::digest(&m.body)),
             body: m.body,
             trace_context: m.trace_context,
+            dead_letter: None,
         };
-        let record = AppendRecord {
-            kind: RecordKind::Message,
-            partition: Some(topic.partitions[partition as usize].clone()),
-            tag_hash: tag_hash(&stored.tag),
-            store_time_ms: store_time as u64,
-            body: stored.encode_to_vec(),
-        };
+        // Global FIFO: every message in one order, whatever group the client named.
+        let group_hash = if topic.config.fifo_global { GLOBAL_ORDER_HASH } else { tag_hash(&stored.message_group) };
+        let record = AppendRecord::message(
+            topic.partitions[partition as usize].clone(),
+            tag_hash(&stored.tag),
+            group_hash,
+            store_time as u64,
+            stored.encode_to_vec(),
+        );
         Ok(Prepared::New { record, topic, partition, message_id: m.message_id, body_len, message_type })
     }
 
@@ -523,8 +528,8 @@ impl Broker {
             group: group.name.clone(),
             topic: partition.topic().into(),
             partition: partition.id(),
-            done: Vec::new(),
             start_at: Some(start),
+            ..Default::default()
         };
         self.append_progress(vec![record]).await?;
         self.consumers
@@ -533,22 +538,14 @@ impl Broker {
     }
 
     async fn append_progress(&self, records: Vec<ProgressRecord>) -> Result<(), BrokerError> {
-        let records = records
-            .into_iter()
-            .map(|r| AppendRecord {
-                kind: RecordKind::Ack,
-                partition: None,
-                tag_hash: 0,
-                store_time_ms: 0,
-                body: r.encode_to_vec(),
-            })
-            .collect();
+        let records = records.into_iter().map(|r| AppendRecord::state(RecordKind::Ack, r.encode_to_vec())).collect();
         self.store.append(records, Durability::Sync).await?;
         Ok(())
     }
 
-    /// One pass over the topic's partitions: expired leases first, then new messages. Returns the
-    /// deliveries and the earliest lease deadline seen (when something may become visible again).
+    /// One pass over the topic's partitions: expired leases first, then messages given back by a
+    /// dead-letter resend, then (FIFO) messages whose group became free, then new messages. Returns
+    /// the deliveries and the earliest lease deadline seen (when something may become visible again).
     async fn claim(
         &self,
         topic: &Topic,
@@ -559,34 +556,42 @@ impl Broker {
     ) -> Result<(Vec<Delivery>, Option<Instant>), BrokerError> {
         let count = topic.partitions.len();
         let first = self.round_robin.fetch_add(1, Ordering::Relaxed);
-        let mut claimed: Vec<(Arc<Partition>, u64, IndexEntry, Lease)> = Vec::new();
+        let mut claimer =
+            Claimer { broker: self, req, group, invisible, batch, claimed: Vec::new(), exhausted: Vec::new() };
         let mut next_deadline: Option<Instant> = None;
         for i in 0..count {
-            if claimed.len() >= batch {
+            if claimer.room() == 0 {
                 break;
             }
             let partition = &topic.partitions[(first + i) % count];
             let progress = self.progress(group, partition).await?;
             let mut p = progress.lock();
             let now = Instant::now();
-            self.take_expired(&mut p, partition, req, group, now, batch - claimed.len(), invisible, &mut claimed)?;
-            self.take_new(&mut p, partition, req, now, batch - claimed.len(), invisible, &mut claimed)?;
+            claimer.expired(&mut p, partition, now)?;
+            claimer.revived(&mut p, partition, now)?;
+            if group.fifo {
+                claimer.deferred(&mut p, partition, now)?;
+            }
+            claimer.fresh(&mut p, partition, now)?;
             if let Some(d) = p.next_deadline() {
                 next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
             }
         }
+        let Claimer { claimed, exhausted, .. } = claimer;
+        if !exhausted.is_empty() {
+            // Past max attempts: to the dead-letter queue instead of another delivery. A failure
+            // leaves them leased, so they are retried when the lease runs out.
+            if let Err(e) = self.dead_letter(group, exhausted).await {
+                tracing::error!(group = group.name, error = %e, "moving messages to the dead-letter queue failed");
+            }
+        }
         let mut deliveries = Vec::with_capacity(claimed.len());
-        for (partition, offset, entry, lease) in claimed {
+        for Claimed { partition, offset, entry, lease } in claimed {
             match self.load(&partition, &entry) {
                 Ok(message) if req.filter.matches(&message.tag) => {
-                    self.metrics
-                        .messages_out
-                        .with_label_values(&[topic.config.name.as_str(), group.name.as_str()])
-                        .inc();
-                    self.metrics
-                        .throughput_out
-                        .with_label_values(&[topic.config.name.as_str(), group.name.as_str()])
-                        .inc_by(message.body.len() as u64);
+                    let labels = [topic.config.name.as_str(), group.name.as_str()];
+                    self.metrics.messages_out.with_label_values(&labels).inc();
+                    self.metrics.throughput_out.with_label_values(&labels).inc_by(message.body.len() as u64);
                     let receipt = Receipt {
                         broker: self.config.broker_id,
                         partition: partition.id(),
@@ -632,94 +637,6 @@ impl Broker {
         Ok(message)
     }
 
-    /// Re-leases expired messages (attempt + 1) or, for live auto-renew clients, extends them.
-    #[allow(clippy::too_many_arguments)]
-    fn take_expired(
-        &self,
-        p: &mut Progress,
-        partition: &Arc<Partition>,
-        req: &ReceiveRequest,
-        group: &GroupConfig,
-        now: Instant,
-        room: usize,
-        invisible: Duration,
-        claimed: &mut Vec<(Arc<Partition>, u64, IndexEntry, Lease)>,
-    ) -> Result<(), BrokerError> {
-        let mut taken = 0;
-        for (offset, lease) in p.expired(now, usize::MAX) {
-            if lease.auto_renew && self.clients.alive(&lease.client) {
-                p.lease(offset, Lease { deadline: now + self.config.auto_renew_lease, ..lease });
-                continue;
-            }
-            if taken >= room {
-                break;
-            }
-            let Some(entry) = partition.index.get(offset)? else {
-                p.mark_done(offset); // expired by retention meanwhile
-                continue;
-            };
-            let lease = Lease {
-                deadline: now + invisible,
-                attempt: lease.attempt + 1,
-                generation: self.consumers.next_generation(),
-                client: req.client.clone(),
-                auto_renew: req.auto_renew,
-            };
-            p.lease(offset, lease.clone());
-            self.metrics.redeliveries.with_label_values(&[partition.topic(), group.name.as_str()]).inc();
-            claimed.push((partition.clone(), offset, entry, lease));
-            taken += 1;
-        }
-        Ok(())
-    }
-
-    /// Leases messages from the cursor on, skipping holes and messages the filter excludes.
-    #[allow(clippy::too_many_arguments)]
-    fn take_new(
-        &self,
-        p: &mut Progress,
-        partition: &Arc<Partition>,
-        req: &ReceiveRequest,
-        now: Instant,
-        room: usize,
-        invisible: Duration,
-        claimed: &mut Vec<(Arc<Partition>, u64, IndexEntry, Lease)>,
-    ) -> Result<(), BrokerError> {
-        if p.watermark() < partition.start_offset() {
-            p.skip_to(partition.start_offset()); // retention removed what the group had not consumed
-        }
-        let mut room = room.min(self.config.max_leases_per_partition.saturating_sub(p.leased()));
-        while room > 0 {
-            let (from, entries) = partition.index.read(p.cursor(), (room * 4).clamp(16, 1024))?;
-            if entries.is_empty() {
-                break;
-            }
-            let end = from + entries.len() as u64;
-            while room > 0 {
-                let Some(offset) = p.next_new(end) else { break };
-                let entry = entries[(offset - from) as usize];
-                if entry.is_hole() || !req.filter.may_match(entry.tag_hash) {
-                    p.mark_done(offset);
-                    continue;
-                }
-                let lease = Lease {
-                    deadline: now + invisible,
-                    attempt: 1,
-                    generation: self.consumers.next_generation(),
-                    client: req.client.clone(),
-                    auto_renew: req.auto_renew,
-                };
-                p.lease(offset, lease.clone());
-                claimed.push((partition.clone(), offset, entry, lease));
-                room -= 1;
-            }
-            if p.cursor() < end {
-                break;
-            }
-        }
-        Ok(())
-    }
-
     /// Acknowledges messages by receipt handle; one result per handle. Acks are durable when this
     /// returns.
     pub async fn ack(
@@ -763,7 +680,7 @@ impl Broker {
                 topic: topic.config.name.clone(),
                 partition,
                 done,
-                start_at: None,
+                ..Default::default()
             })
             .collect();
         if !records.is_empty()
@@ -813,6 +730,8 @@ impl Broker {
         let (progress, receipt) = self.lease_of(&group, &topic, handle)?;
         let generation = self.consumers.next_generation();
         let mut p = progress.lock();
+        // The client now decides when the message comes back (a push consumer's nack), so the broker
+        // stops renewing it.
         match p.renew(receipt.offset, receipt.generation, Instant::now() + invisible, generation) {
             Ok(_) => Ok(Receipt { generation, ..receipt }.encode()),
             Err(LeaseError::Superseded) => {
@@ -822,6 +741,164 @@ impl Broker {
                 Err(BrokerError::InvalidReceiptHandle("the message is no longer delivered under this handle".into()))
             }
         }
+    }
+
+    /// Moves messages that used up their attempts to the group's dead-letter queue (`%DLQ%<group>`)
+    /// and marks them done, in one durable append. With dead-lettering off they are only dropped.
+    pub(crate) async fn dead_letter(&self, group: &GroupConfig, items: Vec<Exhausted>) -> Result<(), BrokerError> {
+        let mut records = Vec::new();
+        let mut done: HashMap<(String, u32), Vec<u64>> = HashMap::new();
+        let dlq = if group.dead_letter { Some(self.catalog.dead_letter_topic(&group.name)?) } else { None };
+        let now = now_ms();
+        for item in &items {
+            done.entry((item.partition.topic().to_owned(), item.partition.id())).or_default().push(item.offset);
+            let Some(dlq) = &dlq else {
+                tracing::warn!(
+                    group = group.name,
+                    topic = item.partition.topic(),
+                    offset = item.offset,
+                    "message dropped after its last attempt (dead-lettering is off)"
+                );
+                continue;
+            };
+            let original = match self.load(&item.partition, &item.entry) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable message cannot be dead-lettered; dropping it");
+                    continue;
+                }
+            };
+            let copy = StoredMessage {
+                topic: dlq.config.name.clone(),
+                partition: 0,
+                store_timestamp_ms: now,
+                dead_letter: Some(DeadLetterOrigin {
+                    group: group.name.clone(),
+                    topic: original.topic.clone(),
+                    partition: original.partition,
+                    offset: item.offset,
+                    attempts: item.attempts,
+                    moved_at_ms: now,
+                }),
+                ..original
+            };
+            records.push(AppendRecord::message(
+                dlq.partitions[0].clone(),
+                tag_hash(&copy.tag),
+                0,
+                now as u64,
+                copy.encode_to_vec(),
+            ));
+            self.metrics.dead_lettered.with_label_values(&[item.partition.topic(), group.name.as_str()]).inc();
+        }
+        for ((topic, partition), offsets) in done {
+            let record =
+                ProgressRecord { group: group.name.clone(), topic, partition, done: offsets, ..Default::default() };
+            records.push(AppendRecord::state(RecordKind::Ack, record.encode_to_vec()));
+        }
+        self.store.append(records, Durability::Sync).await?;
+        Ok(())
+    }
+
+    /// A consumer gave up on a message (`ForwardMessageToDeadLetterQueue`, sent by push consumers
+    /// of FIFO groups after their local retries): move it to the dead-letter queue now, which also
+    /// frees its message group.
+    pub async fn forward_to_dead_letter(&self, group: &str, topic: &str, handle: &str) -> Result<(), BrokerError> {
+        let topic = self.catalog.topic(topic)?;
+        let group = self.catalog.group(group)?;
+        let (progress, receipt) = self.lease_of(&group, &topic, handle)?;
+        let attempts = {
+            let p = progress.lock();
+            match p.check(receipt.offset, receipt.generation) {
+                Ok(lease) => lease.attempt,
+                Err(_) => {
+                    return Err(BrokerError::InvalidReceiptHandle(
+                        "the message is no longer delivered under this handle".into(),
+                    ));
+                }
+            }
+        };
+        let partition = topic.partitions[receipt.partition as usize].clone();
+        let entry = partition
+            .index
+            .get(receipt.offset)?
+            .ok_or_else(|| BrokerError::InvalidReceiptHandle("the message was deleted by retention".into()))?;
+        self.dead_letter(&group, vec![Exhausted { partition, offset: receipt.offset, entry, attempts }]).await
+    }
+
+    /// Up to `limit` messages of the group's dead-letter queue from `from` on, with their offsets.
+    pub fn dead_letters(&self, group: &str, from: u64, limit: usize) -> Result<Vec<(u64, StoredMessage)>, BrokerError> {
+        let name = format!("{DEAD_LETTER_PREFIX}{group}");
+        let Some(topic) = self.catalog.existing_topic(&name) else { return Ok(Vec::new()) };
+        let partition = &topic.partitions[0];
+        let (first, entries) = partition.index.read(from, limit)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            if !entry.is_hole() {
+                out.push((first + i as u64, self.load(partition, entry)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hands dead-lettered messages back to their group: the originals are delivered to it again
+    /// (not to other groups). Returns how many were resent and why others were not.
+    pub async fn resend_dead_letters(
+        &self,
+        group: &str,
+        offsets: Option<Vec<u64>>,
+    ) -> Result<(u32, Vec<String>), BrokerError> {
+        let group_config = self.catalog.group(group)?;
+        let name = format!("{DEAD_LETTER_PREFIX}{group}");
+        let topic = self
+            .catalog
+            .existing_topic(&name)
+            .ok_or_else(|| BrokerError::BadRequest(format!("group {group} has no dead-letter queue")))?;
+        let partition = topic.partitions[0].clone();
+        let wanted = offsets.unwrap_or_else(|| (partition.start_offset()..partition.end_offset()).collect());
+        let mut failures = Vec::new();
+        let mut revive: HashMap<(String, u32), Vec<u64>> = HashMap::new();
+        for offset in wanted {
+            let message = match partition.index.get(offset)? {
+                Some(entry) if !entry.is_hole() => self.load(&partition, &entry)?,
+                _ => {
+                    failures.push(format!("offset {offset}: not in the dead-letter queue"));
+                    continue;
+                }
+            };
+            let Some(origin) = message.dead_letter else {
+                failures.push(format!("offset {offset}: not a dead-lettered message"));
+                continue;
+            };
+            let original = self
+                .catalog
+                .existing_topic(&origin.topic)
+                .and_then(|t| t.partitions.get(origin.partition as usize).cloned());
+            match original {
+                Some(p) if origin.offset >= p.start_offset() => {
+                    // Make sure the group has progress there (it has, unless its state was reset).
+                    self.progress(&group_config, &p).await?;
+                    revive.entry((origin.topic, origin.partition)).or_default().push(origin.offset);
+                }
+                _ => failures.push(format!(
+                    "offset {offset} (message {}): the original in {}/{} was deleted by retention",
+                    message.message_id, origin.topic, origin.partition
+                )),
+            }
+        }
+        let resent = revive.values().map(Vec::len).sum::<usize>() as u32;
+        let records = revive
+            .into_iter()
+            .map(|((topic, partition), offsets)| ProgressRecord {
+                group: group.to_owned(),
+                topic,
+                partition,
+                revive: offsets,
+                ..Default::default()
+            })
+            .collect();
+        self.append_progress(records).await?;
+        Ok((resent, failures))
     }
 
     /// Releases what `client` had leased (it terminated or its session ended).
@@ -852,6 +929,151 @@ impl Broker {
         let mut v: Vec<GroupStat> = stats.into_values().collect();
         v.sort_by(|a, b| (&a.group, &a.topic).cmp(&(&b.group, &b.topic)));
         v
+    }
+}
+
+/// A message leased by a receive, waiting to be read and sent.
+struct Claimed {
+    partition: Arc<Partition>,
+    offset: u64,
+    entry: IndexEntry,
+    lease: Lease,
+}
+
+/// A message that used up its delivery attempts.
+pub(crate) struct Exhausted {
+    pub(crate) partition: Arc<Partition>,
+    pub(crate) offset: u64,
+    pub(crate) entry: IndexEntry,
+    pub(crate) attempts: u32,
+}
+
+/// The state of one receive while it walks the partitions, so each step reads as one decision.
+struct Claimer<'a> {
+    broker: &'a Broker,
+    req: &'a ReceiveRequest,
+    group: &'a GroupConfig,
+    invisible: Duration,
+    batch: usize,
+    claimed: Vec<Claimed>,
+    exhausted: Vec<Exhausted>,
+}
+
+/// How long an exhausted message stays leased while it is moved to the dead-letter queue.
+const DEAD_LETTER_GRACE: Duration = Duration::from_secs(30);
+
+impl Claimer<'_> {
+    fn room(&self) -> usize {
+        self.batch - self.claimed.len()
+    }
+
+    fn new_lease(&self, now: Instant, attempt: u32, group_hash: u32) -> Lease {
+        Lease {
+            deadline: now + self.invisible,
+            attempt,
+            generation: self.broker.consumers.next_generation(),
+            client: self.req.client.clone(),
+            auto_renew: self.req.auto_renew,
+            group_hash: if self.group.fifo { group_hash } else { 0 },
+        }
+    }
+
+    fn take(&mut self, p: &mut Progress, partition: &Arc<Partition>, offset: u64, entry: IndexEntry, lease: Lease) {
+        p.lease(offset, lease.clone());
+        self.claimed.push(Claimed { partition: partition.clone(), offset, entry, lease });
+    }
+
+    /// Expired leases: extended for live auto-renew clients, dead-lettered past max attempts,
+    /// otherwise delivered again with attempt + 1 (for FIFO the same message, keeping its group).
+    fn expired(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        let broker = self.broker;
+        for (offset, lease) in p.expired(now, usize::MAX) {
+            if lease.auto_renew && broker.clients.alive(&lease.client) {
+                p.lease(offset, Lease { deadline: now + broker.config.auto_renew_lease, ..lease });
+                continue;
+            }
+            let Some(entry) = partition.index.get(offset)? else {
+                p.mark_done(offset); // deleted by retention meanwhile
+                continue;
+            };
+            if lease.attempt >= self.group.max_attempts {
+                p.lease(offset, Lease { deadline: now + DEAD_LETTER_GRACE, auto_renew: false, ..lease.clone() });
+                self.exhausted.push(Exhausted { partition: partition.clone(), offset, entry, attempts: lease.attempt });
+                continue;
+            }
+            if self.room() == 0 {
+                break;
+            }
+            let renewed = self.new_lease(now, lease.attempt + 1, lease.group_hash);
+            broker.metrics.redeliveries.with_label_values(&[partition.topic(), self.group.name.as_str()]).inc();
+            self.take(p, partition, offset, entry, renewed);
+        }
+        Ok(())
+    }
+
+    /// Messages a dead-letter resend handed back to the group.
+    fn revived(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        for offset in p.revived_ready(self.room()) {
+            match partition.index.get(offset)? {
+                Some(entry) if !entry.is_hole() => {
+                    let lease = self.new_lease(now, 1, entry.group_hash);
+                    self.take(p, partition, offset, entry, lease);
+                }
+                _ => {
+                    p.mark_done(offset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// FIFO: the next message of each group whose previous message is done.
+    fn deferred(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        for offset in p.deferred_ready(self.room()) {
+            let Some(entry) = partition.index.get(offset)? else {
+                p.mark_done(offset);
+                continue;
+            };
+            let lease = self.new_lease(now, 1, entry.group_hash);
+            self.take(p, partition, offset, entry, lease);
+        }
+        Ok(())
+    }
+
+    /// New messages from the cursor on, skipping holes and what the filter excludes; for FIFO
+    /// groups, a message whose group is busy is parked instead.
+    fn fresh(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        let broker = self.broker;
+        if p.watermark() < partition.start_offset() {
+            p.skip_to(partition.start_offset()); // retention removed what the group had not consumed
+        }
+        let cap = broker.config.max_leases_per_partition;
+        loop {
+            let room = self.room().min(cap.saturating_sub(p.leased() + p.deferred()));
+            if room == 0 {
+                return Ok(());
+            }
+            let (from, entries) = partition.index.read(p.cursor(), (room * 4).clamp(16, 1024))?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let end = from + entries.len() as u64;
+            while self.room() > 0 && p.leased() + p.deferred() < cap {
+                let Some(offset) = p.next_new(end) else { break };
+                let entry = entries[(offset - from) as usize];
+                if entry.is_hole() || !self.req.filter.may_match(entry.tag_hash) {
+                    p.mark_done(offset);
+                } else if self.group.fifo && p.group_busy(entry.group_hash) {
+                    p.defer(offset, entry.group_hash);
+                } else {
+                    let lease = self.new_lease(now, 1, entry.group_hash);
+                    self.take(p, partition, offset, entry, lease);
+                }
+            }
+            if p.cursor() < end {
+                return Ok(());
+            }
+        }
     }
 }
 

@@ -16,6 +16,9 @@ use crate::storage::{Durability, Partition, Store};
 
 /// Longest topic name (RocketMQ's limit).
 pub const MAX_TOPIC_LEN: usize = 127;
+/// Prefix of dead-letter topics (RocketMQ's naming).
+pub const DEAD_LETTER_PREFIX: &str = "%DLQ%";
+
 /// Longest consumer group name (leaves room for the `%RETRY%`/`%DLQ%` prefixes).
 pub const MAX_GROUP_LEN: usize = 120;
 
@@ -56,6 +59,17 @@ pub struct TopicConfig {
     /// When sends are acknowledged.
     #[serde(with = "durability_serde")]
     pub durability: Durability,
+    /// FIFO over the whole topic (one partition, every message in one order) instead of per
+    /// message group.
+    #[serde(default)]
+    pub fifo_global: bool,
+}
+
+impl TopicConfig {
+    /// A topic of `partitions` accepting `accepts`, with the other settings at their defaults.
+    pub fn new(name: impl Into<String>, partitions: u32, accepts: Vec<MessageType>, durability: Durability) -> Self {
+        Self { name: name.into(), partitions, accepts, durability, fifo_global: false }
+    }
 }
 
 mod durability_serde {
@@ -102,6 +116,8 @@ pub struct GroupConfig {
     pub start_from: StartFrom,
     /// Paused groups receive nothing.
     pub consume_enabled: bool,
+    /// Move messages past `max_attempts` to `%DLQ%<group>` (otherwise they are dropped).
+    pub dead_letter: bool,
 }
 
 impl GroupConfig {
@@ -110,9 +126,10 @@ impl GroupConfig {
         Self {
             name: name.into(),
             fifo: false,
-            max_attempts: 16,
+            max_attempts: 17,
             start_from: StartFrom::Earliest,
             consume_enabled: true,
+            dead_letter: true,
         }
     }
 }
@@ -249,14 +266,26 @@ impl Catalog {
         if !self.options.auto_create_topics {
             return Err(BrokerError::TopicNotFound(name.into()));
         }
-        let config = TopicConfig {
-            name: name.into(),
-            partitions: self.options.default_partitions,
-            accepts: vec![MessageType::Normal],
-            durability: self.options.default_durability,
-        };
+        let config = TopicConfig::new(
+            name,
+            self.options.default_partitions,
+            vec![MessageType::Normal],
+            self.options.default_durability,
+        );
         self.persist(&config)?;
         tracing::info!(topic = name, partitions = config.partitions, "topic auto-created");
+        self.put_topic(config)
+    }
+
+    /// The dead-letter topic of a group (`%DLQ%<group>`, one partition), created on first use
+    /// whatever the auto-creation setting, and remembered across restarts.
+    pub fn dead_letter_topic(&self, group: &str) -> Result<Arc<Topic>, BrokerError> {
+        let name = format!("{DEAD_LETTER_PREFIX}{group}");
+        if let Some(t) = self.existing_topic(&name) {
+            return Ok(t);
+        }
+        let config = TopicConfig::new(name, 1, vec![MessageType::Normal], Durability::Sync);
+        self.persist(&config)?;
         self.put_topic(config)
     }
 

@@ -41,6 +41,8 @@ pub struct Metrics {
     pub send_latency: HistogramVec,
     /// Redeliveries after an invisibility timeout, by topic and group.
     pub redeliveries: IntCounterVec,
+    /// Messages moved to a dead-letter queue, by topic and group.
+    pub dead_lettered: IntCounterVec,
     /// Records skipped because stored bytes failed verification.
     pub corrupt_records: IntCounterVec,
     /// Storage engine timings.
@@ -104,6 +106,11 @@ impl Metrics {
             redeliveries: counter(
                 "weir_redeliveries_total",
                 "Messages delivered again after their invisibility expired.",
+                &["topic", "consumer_group"],
+            ),
+            dead_lettered: counter(
+                "rocketmq_send_to_dlq_messages_total",
+                "Messages moved to a consumer group's dead-letter queue.",
                 &["topic", "consumer_group"],
             ),
             corrupt_records: counter(

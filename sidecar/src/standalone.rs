@@ -68,7 +68,8 @@ fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
     let bytes = spec.retention_bytes().with_context(|| format!("topic {name}"))?;
     let partitions =
         u32::try_from(spec.partitions).with_context(|| format!("topic {name}: partitions must be positive"))?;
-    Ok((TopicConfig { name, partitions, accepts, durability }, time, bytes))
+    let fifo_global = spec.fifo_scope() == Some(topic::FifoScope::Global);
+    Ok((TopicConfig { name, partitions, accepts, durability, fifo_global }, time, bytes))
 }
 
 fn group_config(g: &ConsumerGroup) -> Result<GroupConfig> {
@@ -92,5 +93,6 @@ fn group_config(g: &ConsumerGroup) -> Result<GroupConfig> {
         max_attempts: u32::try_from(spec.retry.max_attempts).unwrap_or(1).max(1),
         start_from,
         consume_enabled: spec.consume_enabled,
+        dead_letter: spec.retry.dead_letter.enabled,
     })
 }

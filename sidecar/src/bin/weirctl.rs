@@ -88,6 +88,11 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Inspect and resend a consumer group's dead-letter queue (%DLQ%<group>).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Show storage, partition offsets and consumer lag.
     Stats {
         /// Only this topic.
@@ -99,6 +104,37 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List the messages the group gave up on.
+    List {
+        /// Consumer group.
+        #[arg(short, long)]
+        group: String,
+        /// Show at most this many.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        limit: u32,
+        /// Start at this dead-letter offset.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Deliver dead-lettered messages to the group again (other groups are not affected).
+    Resend {
+        /// Consumer group.
+        #[arg(short, long)]
+        group: String,
+        /// Dead-letter offsets to resend (as shown by `dlq list`).
+        #[arg(long = "offset", required_unless_present = "all")]
+        offsets: Vec<u64>,
+        /// Resend every dead-lettered message of the group.
+        #[arg(long, conflicts_with = "offsets")]
+        all: bool,
     },
 }
 
@@ -422,6 +458,52 @@ async fn stats(server: &str, topic: String, group: String, output: Output) -> Re
     Ok(())
 }
 
+async fn dlq(server: &str, command: DlqCommand) -> Result<()> {
+    let mut client = admin_client(server).await?;
+    match command {
+        DlqCommand::List { group, limit, from, output } => {
+            let response = client
+                .list_dead_letters(admin::ListDeadLettersRequest { group: group.clone(), from_offset: from, limit })
+                .await
+                .map_err(|s| anyhow::anyhow!("ListDeadLetters failed: {}", s.message()))?
+                .into_inner();
+            for m in &response.messages {
+                let body = String::from_utf8_lossy(&m.body);
+                match output {
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "offset": m.offset, "messageId": m.message_id, "topic": m.topic, "partition": m.partition,
+                            "originalOffset": m.original_offset, "attempts": m.attempts, "movedAtMs": m.moved_at_ms,
+                            "tag": m.tag, "keys": m.keys, "properties": m.properties, "body": body,
+                        })
+                    ),
+                    Output::Text => println!(
+                        "offset={} id={} from={}/{}@{} attempts={} tag={} body={body}",
+                        m.offset, m.message_id, m.topic, m.partition, m.original_offset, m.attempts, m.tag
+                    ),
+                }
+            }
+            eprintln!("{} dead-lettered message(s) of group {group}", response.messages.len());
+        }
+        DlqCommand::Resend { group, offsets, all } => {
+            let response = client
+                .resend_dead_letters(admin::ResendDeadLettersRequest { group: group.clone(), offsets, all })
+                .await
+                .map_err(|s| anyhow::anyhow!("ResendDeadLetters failed: {}", s.message()))?
+                .into_inner();
+            for f in &response.failures {
+                eprintln!("not resent: {f}");
+            }
+            println!("{} message(s) handed back to group {group}", response.resent);
+            if !response.failures.is_empty() {
+                bail!("{} message(s) could not be resent", response.failures.len());
+            }
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
@@ -434,6 +516,7 @@ async fn main() {
             consume(&server, topic, group, filter, count, wait.into(), no_ack, output).await
         }
         Command::Topics { output } => topics(&server, output).await,
+        Command::Dlq { command } => dlq(&server, command).await,
         Command::Stats { topic, group, output } => stats(&server, topic, group, output).await,
     };
     if let Err(e) = result {

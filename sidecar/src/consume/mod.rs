@@ -39,6 +39,9 @@ pub struct ProgressRecord {
     /// Where the group starts on this partition (set on its first receive, and by offset resets).
     #[prost(uint64, optional, tag = "5")]
     pub start_at: Option<u64>,
+    /// Done offsets handed back to the group for another delivery (dead-letter resend).
+    #[prost(uint64, repeated, tag = "6")]
+    pub revive: Vec<u64>,
 }
 
 /// The snapshot stored in checkpoints.
@@ -60,6 +63,8 @@ struct SnapshotEntry {
     watermark: u64,
     #[prost(uint64, repeated, tag = "5")]
     done: Vec<u64>,
+    #[prost(uint64, repeated, tag = "6")]
+    revived: Vec<u64>,
 }
 
 /// Identifies one progress entry.
@@ -145,6 +150,9 @@ impl StateMachine for Consumers {
         for offset in record.done {
             p.mark_done(offset);
         }
+        for offset in record.revive {
+            p.revive(offset);
+        }
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -159,6 +167,7 @@ impl StateMachine for Consumers {
                     partition: k.partition,
                     watermark: p.watermark(),
                     done: p.done_above_watermark().collect(),
+                    revived: p.revived().collect(),
                 }
             })
             .collect();
@@ -171,7 +180,7 @@ impl StateMachine for Consumers {
         map.clear();
         for e in snapshot.entries {
             let key = ProgressKey::new(&e.group, &e.topic, e.partition);
-            map.insert(key, Arc::new(Mutex::new(Progress::restored(e.watermark, e.done))));
+            map.insert(key, Arc::new(Mutex::new(Progress::restored(e.watermark, e.done, e.revived))));
         }
         Ok(())
     }
@@ -182,7 +191,8 @@ mod tests {
     use super::*;
 
     fn record(done: Vec<u64>, start_at: Option<u64>) -> Vec<u8> {
-        ProgressRecord { group: "g".into(), topic: "t".into(), partition: 1, done, start_at }.encode_to_vec()
+        ProgressRecord { group: "g".into(), topic: "t".into(), partition: 1, done, start_at, revive: vec![] }
+            .encode_to_vec()
     }
 
     #[test]

@@ -10,11 +10,15 @@
 //!   (in `leases`, invisible until its deadline);
 //! - from `cursor` on, messages were never handed out.
 //!
+//! FIFO groups add one rule: at most one leased message per message group. A message whose group is
+//! busy (leased, or an earlier message of it still waiting) is passed by the cursor and parked in
+//! `deferred`, to be handed out in offset order once its group is free.
+//!
 //! Only `watermark` and `done` are durable (acks are logged); leases live in memory, so after a
 //! restart the cursor falls back to the watermark and unacknowledged messages are delivered again.
 //! This type does no I/O and holds no clock: callers pass `now`, which keeps it easy to test.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +35,8 @@ pub struct Lease {
     pub client: Arc<str>,
     /// The client asked the broker to keep extending the lease while it is alive (push consumers).
     pub auto_renew: bool,
+    /// FIFO message group (index hash) the lease blocks; 0 when the delivery is not ordered.
+    pub group_hash: u32,
 }
 
 /// Why a receipt handle was refused.
@@ -50,6 +56,14 @@ pub struct Progress {
     cursor: u64,
     leases: HashMap<u64, Lease>,
     expiries: BTreeSet<(Instant, u64)>,
+    /// FIFO: message group -> its leased offset.
+    leased_groups: HashMap<u32, u64>,
+    /// FIFO: offsets passed by the cursor because their group was busy -> their group.
+    deferred: BTreeMap<u64, u32>,
+    /// FIFO: deferred offsets per group.
+    deferred_groups: HashMap<u32, usize>,
+    /// Done offsets handed back to the group (a dead-letter resend): delivered again.
+    revived: BTreeSet<u64>,
 }
 
 impl Progress {
@@ -59,12 +73,34 @@ impl Progress {
     }
 
     /// Restores the durable part.
-    pub fn restored(watermark: u64, done: impl IntoIterator<Item = u64>) -> Self {
+    pub fn restored(
+        watermark: u64,
+        done: impl IntoIterator<Item = u64>,
+        revived: impl IntoIterator<Item = u64>,
+    ) -> Self {
         let mut p = Self::starting_at(watermark);
         for o in done {
             p.mark_done(o);
         }
+        p.revived.extend(revived);
         p
+    }
+
+    /// Done offsets handed back for another delivery.
+    pub fn revived(&self) -> impl Iterator<Item = u64> + '_ {
+        self.revived.iter().copied()
+    }
+
+    /// Hands a done message back to the group (resend from the dead-letter queue).
+    pub fn revive(&mut self, offset: u64) {
+        if self.is_done(offset) {
+            self.revived.insert(offset);
+        }
+    }
+
+    /// Revived offsets not leased right now, oldest first.
+    pub fn revived_ready(&self, max: usize) -> Vec<u64> {
+        self.revived.iter().filter(|o| !self.leases.contains_key(o)).take(max).copied().collect()
     }
 
     /// Every offset below this is done.
@@ -89,12 +125,53 @@ impl Progress {
 
     /// True when `offset` needs no more delivery.
     pub fn is_done(&self, offset: u64) -> bool {
-        offset < self.watermark || self.done.contains(&offset)
+        (offset < self.watermark || self.done.contains(&offset)) && !self.revived.contains(&offset)
     }
 
     /// Messages in `[watermark, end)` not yet done: the consumer lag.
     pub fn lag(&self, end: u64) -> u64 {
         end.saturating_sub(self.watermark).saturating_sub(self.done.range(..end).count() as u64)
+            + self.revived.len() as u64
+    }
+
+    /// Messages passed over because their FIFO group was busy.
+    pub fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// FIFO: whether a message of group `g` must wait (a message of the group is leased, or an
+    /// earlier one is still deferred). Group 0 (no message group) never waits.
+    pub fn group_busy(&self, g: u32) -> bool {
+        g != 0 && (self.leased_groups.contains_key(&g) || self.deferred_groups.contains_key(&g))
+    }
+
+    /// FIFO: parks `offset` of group `g` until the group is free.
+    pub fn defer(&mut self, offset: u64, g: u32) {
+        if self.deferred.insert(offset, g).is_none() {
+            *self.deferred_groups.entry(g).or_default() += 1;
+        }
+    }
+
+    fn undefer(&mut self, offset: u64) {
+        if let Some(g) = self.deferred.remove(&offset)
+            && let Some(n) = self.deferred_groups.get_mut(&g)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.deferred_groups.remove(&g);
+            }
+        }
+    }
+
+    /// FIFO: deferred offsets whose group is free, the first of each group, in offset order.
+    pub fn deferred_ready(&self, max: usize) -> Vec<u64> {
+        let mut seen = std::collections::HashSet::new();
+        self.deferred
+            .iter()
+            .filter(|(_, g)| !self.leased_groups.contains_key(g) && seen.insert(**g))
+            .map(|(o, _)| *o)
+            .take(max)
+            .collect()
     }
 
     /// Moves the start up to `offset` (retention deleted what came before, or an offset reset).
@@ -106,6 +183,10 @@ impl Progress {
             for o in gone {
                 self.drop_lease(o);
             }
+            let parked: Vec<u64> = self.deferred.range(..offset).map(|(o, _)| *o).collect();
+            for o in parked {
+                self.undefer(o);
+            }
             self.advance_watermark();
         }
         self.cursor = self.cursor.max(self.watermark);
@@ -115,6 +196,10 @@ impl Progress {
     /// Returns false if it already was.
     pub fn mark_done(&mut self, offset: u64) -> bool {
         self.drop_lease(offset);
+        self.undefer(offset);
+        if self.revived.remove(&offset) {
+            return true;
+        }
         if self.is_done(offset) {
             return false;
         }
@@ -134,6 +219,9 @@ impl Progress {
     fn drop_lease(&mut self, offset: u64) -> Option<Lease> {
         let lease = self.leases.remove(&offset)?;
         self.expiries.remove(&(lease.deadline, offset));
+        if lease.group_hash != 0 && self.leased_groups.get(&lease.group_hash) == Some(&offset) {
+            self.leased_groups.remove(&lease.group_hash);
+        }
         Some(lease)
     }
 
@@ -153,7 +241,11 @@ impl Progress {
     /// Leases `offset` (a new delivery or a redelivery).
     pub fn lease(&mut self, offset: u64, lease: Lease) {
         self.drop_lease(offset);
+        self.undefer(offset);
         self.expiries.insert((lease.deadline, offset));
+        if lease.group_hash != 0 {
+            self.leased_groups.insert(lease.group_hash, offset);
+        }
         self.leases.insert(offset, lease);
     }
 
@@ -225,6 +317,7 @@ mod tests {
             generation,
             client: Arc::from("c1"),
             auto_renew: false,
+            group_hash: 0,
         }
     }
 
@@ -264,6 +357,39 @@ mod tests {
         assert_eq!(p.expired(later, 10).len(), 0);
         assert_eq!(p.release_client("c1", later), 2);
         assert_eq!(p.expired(later, 10).len(), 2);
+    }
+
+    #[test]
+    fn fifo_groups_wait_for_their_leased_message() {
+        let now = Instant::now();
+        let fifo = |g, generation| Lease { group_hash: g, ..lease(now, 10, generation) };
+        let mut p = Progress::starting_at(0);
+        // Offsets 0..4 belong to groups 1, 1, 2, 1.
+        let groups = [1u32, 1, 2, 1];
+        let mut handed = Vec::new();
+        while let Some(o) = p.next_new(4) {
+            let g = groups[o as usize];
+            if p.group_busy(g) {
+                p.defer(o, g);
+            } else {
+                p.lease(o, fifo(g, o));
+                handed.push(o);
+            }
+        }
+        assert_eq!(handed, vec![0, 2]);
+        assert_eq!(p.deferred(), 2);
+        assert!(p.deferred_ready(10).is_empty(), "group 1 is busy with offset 0");
+        p.mark_done(0);
+        assert_eq!(p.deferred_ready(10), vec![1], "only the next message of group 1, not offset 3");
+        p.lease(1, fifo(1, 9));
+        assert!(p.deferred_ready(10).is_empty());
+        p.mark_done(1);
+        assert_eq!(p.deferred_ready(10), vec![3]);
+        assert!(p.group_busy(1), "offset 3 still waits");
+        p.lease(3, fifo(1, 10));
+        p.mark_done(3);
+        assert!(!p.group_busy(1));
+        assert_eq!(p.deferred(), 0);
     }
 
     proptest! {

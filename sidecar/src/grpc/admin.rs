@@ -85,4 +85,54 @@ impl Admin for AdminService {
         let storage = Some(admin::Storage { log_bytes: store.log_bytes(), log_start, log_end });
         Ok(Response::new(admin::GetStatsResponse { topics, groups, storage }))
     }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<admin::ListDeadLettersRequest>,
+    ) -> Result<Response<admin::ListDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        let limit = if req.limit == 0 { 100 } else { req.limit.min(10_000) } as usize;
+        let found = self.broker.dead_letters(&req.group, req.from_offset, limit).map_err(internal)?;
+        let next_offset = found.last().map_or(req.from_offset, |(o, _)| o + 1);
+        let messages = found
+            .into_iter()
+            .map(|(offset, m)| {
+                let origin = m.dead_letter.unwrap_or_default();
+                admin::DeadLetter {
+                    offset,
+                    message_id: m.message_id,
+                    topic: origin.topic,
+                    partition: origin.partition,
+                    original_offset: origin.offset,
+                    attempts: origin.attempts,
+                    moved_at_ms: origin.moved_at_ms,
+                    tag: m.tag,
+                    keys: m.keys,
+                    properties: m.user_properties,
+                    body: m.body,
+                }
+            })
+            .collect();
+        Ok(Response::new(admin::ListDeadLettersResponse { messages, next_offset }))
+    }
+
+    async fn resend_dead_letters(
+        &self,
+        request: Request<admin::ResendDeadLettersRequest>,
+    ) -> Result<Response<admin::ResendDeadLettersResponse>, Status> {
+        let req = request.into_inner();
+        if !req.all && req.offsets.is_empty() {
+            return Err(Status::invalid_argument("name the dead-letter offsets to resend, or ask for all"));
+        }
+        let offsets = (!req.all).then_some(req.offsets);
+        let (resent, failures) = self.broker.resend_dead_letters(&req.group, offsets).await.map_err(internal)?;
+        Ok(Response::new(admin::ResendDeadLettersResponse { resent, failures }))
+    }
+}
+
+fn internal(e: crate::error::BrokerError) -> Status {
+    match e {
+        crate::error::BrokerError::BadRequest(m) => Status::invalid_argument(m),
+        other => Status::internal(other.to_string()),
+    }
 }

@@ -283,8 +283,13 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
-        let status = unsupported("ForwardMessageToDeadLetterQueue", &language);
+        let (language, caller) = caller(&request);
+        let req = request.into_inner();
+        let result = match caller {
+            Ok(_) => self.broker.forward_to_dead_letter(name(&req.group), name(&req.topic), &req.receipt_handle).await,
+            Err(e) => Err(e),
+        };
+        let status = result.map_or_else(|e| error_status(&e, &language), |()| ok());
         Ok(Response::new(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(status) }))
     }
 

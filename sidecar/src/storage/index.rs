@@ -8,12 +8,14 @@
 //! ```text
 //! index/<topic>/<partition>/00000000000000000000.idx
 //!
-//!  0                 8            12           16                  24
-//!  +-----------------+------------+------------+-------------------+
-//!  | position (u64)  | length u32 | tag hash   | store time (u64,  |   one entry, little endian
-//!  | of the frame in | of the     | u32, 0 =   | ms since epoch)   |
-//!  | the commit log  | frame      | no tag     |                   |
-//!  +-----------------+------------+------------+-------------------+
+//!  0                 8            12           16                  24           28         32
+//!  +-----------------+------------+------------+-------------------+------------+----------+
+//!  | position (u64)  | length u32 | tag hash   | store time (u64,  | group hash | spare    |
+//!  | of the frame in | of the     | u32, 0 =   | ms since epoch)   | u32, 0 =   | u32 = 0  |
+//!  | the commit log  | frame      | no tag     |                   | no group   |          |
+//!  +-----------------+------------+------------+-------------------+------------+----------+
+//!  one entry, little endian. The group hash lets FIFO delivery keep one message per message
+//!  group in flight without reading the messages themselves.
 //! ```
 //!
 //! The index is derived data: it is written after the commit log and never trusted beyond what the
@@ -29,8 +31,8 @@ use parking_lot::RwLock;
 use crate::storage::{StorageError, sync_dir};
 
 /// Bytes per entry.
-pub const ENTRY_LEN: usize = 24;
-/// Entries per index file (24 MiB).
+pub const ENTRY_LEN: usize = 32;
+/// Entries per index file (32 MiB).
 pub const ENTRIES_PER_FILE: u64 = 1 << 20;
 const SUFFIX: &str = "idx";
 
@@ -45,6 +47,8 @@ pub struct IndexEntry {
     pub tag_hash: u32,
     /// When the broker stored it, in ms since the Unix epoch.
     pub store_time_ms: u64,
+    /// [`tag_hash`] of the FIFO message group; 0 when it has none.
+    pub group_hash: u32,
 }
 
 impl IndexEntry {
@@ -54,20 +58,28 @@ impl IndexEntry {
         out.extend_from_slice(&self.length.to_le_bytes());
         out.extend_from_slice(&self.tag_hash.to_le_bytes());
         out.extend_from_slice(&self.store_time_ms.to_le_bytes());
+        out.extend_from_slice(&self.group_hash.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
     }
 
     /// Reads an entry from exactly [`ENTRY_LEN`] bytes.
     pub fn decode(b: &[u8]) -> Self {
         let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
         let u32_at = |at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-        Self { position: u64_at(0), length: u32_at(8), tag_hash: u32_at(12), store_time_ms: u64_at(16) }
+        Self {
+            position: u64_at(0),
+            length: u32_at(8),
+            tag_hash: u32_at(12),
+            store_time_ms: u64_at(16),
+            group_hash: u32_at(24),
+        }
     }
 }
 
 impl IndexEntry {
     /// Placeholder for a queue offset whose record was lost to log corruption; readers skip it.
     pub fn hole(position: u64) -> Self {
-        Self { position, length: 0, tag_hash: 0, store_time_ms: 0 }
+        Self { position, length: 0, tag_hash: 0, store_time_ms: 0, group_hash: 0 }
     }
 
     /// True for [`IndexEntry::hole`] entries.
@@ -76,7 +88,7 @@ impl IndexEntry {
     }
 }
 
-/// A stable 32-bit hash of a tag for the index; never 0, which means "no tag".
+/// A stable 32-bit hash of a tag or message group for the index; never 0, which means "none".
 pub fn tag_hash(tag: &str) -> u32 {
     if tag.is_empty() {
         return 0;
@@ -375,7 +387,7 @@ mod tests {
     use super::*;
 
     fn entry(i: u64) -> IndexEntry {
-        IndexEntry { position: i * 100, length: 64, tag_hash: tag_hash("A"), store_time_ms: 1000 + i }
+        IndexEntry { position: i * 100, length: 64, tag_hash: tag_hash("A"), store_time_ms: 1000 + i, group_hash: 7 }
     }
 
     fn append_n(index: &PartitionIndex, range: std::ops::Range<u64>) {

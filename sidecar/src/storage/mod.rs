@@ -320,6 +320,8 @@ struct MessageRouting {
     partition: u32,
     #[prost(string, tag = "4")]
     tag: String,
+    #[prost(string, tag = "6")]
+    message_group: String,
     #[prost(int64, tag = "10")]
     store_timestamp_ms: i64,
 }
@@ -537,6 +539,7 @@ impl StoreInner {
                         length: header.length,
                         tag_hash: index::tag_hash(&routing.tag),
                         store_time_ms: routing.store_timestamp_ms.max(0) as u64,
+                        group_hash: index::tag_hash(&routing.message_group),
                     };
                     partition.index.put_recovered(header.sequence, entry)?;
                     self.state.replayed_message(&partition, header.sequence, body);

@@ -68,4 +68,30 @@ pub struct StoredMessage {
     /// Client trace context, passed through.
     #[prost(string, tag = "15")]
     pub trace_context: String,
+    /// For a dead-lettered copy: where the original was and why it was moved.
+    #[prost(message, optional, tag = "16")]
+    pub dead_letter: Option<DeadLetterOrigin>,
+}
+
+/// Where a dead-lettered message came from, so it can be handed back to its group.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeadLetterOrigin {
+    /// Consumer group that gave up on it.
+    #[prost(string, tag = "1")]
+    pub group: String,
+    /// Original topic.
+    #[prost(string, tag = "2")]
+    pub topic: String,
+    /// Original partition.
+    #[prost(uint32, tag = "3")]
+    pub partition: u32,
+    /// Original queue offset.
+    #[prost(uint64, tag = "4")]
+    pub offset: u64,
+    /// Deliveries made before it was moved.
+    #[prost(uint32, tag = "5")]
+    pub attempts: u32,
+    /// When it was moved (ms since the epoch).
+    #[prost(int64, tag = "6")]
+    pub moved_at_ms: i64,
 }

@@ -82,13 +82,7 @@ async fn append_chunk(store: &Store, p: &Arc<Partition>, chunk: &[u64]) -> Vec<A
         .iter()
         .map(|&n| {
             let m = message(topic, partition, n);
-            AppendRecord {
-                kind: RecordKind::Message,
-                partition: Some(p.clone()),
-                tag_hash: index::tag_hash(&m.tag),
-                store_time_ms: m.store_timestamp_ms as u64,
-                body: m.encode_to_vec(),
-            }
+            AppendRecord::message(p.clone(), index::tag_hash(&m.tag), 0, m.store_timestamp_ms as u64, m.encode_to_vec())
         })
         .collect();
     store.append(records, Durability::Sync).await.unwrap()
@@ -111,19 +105,7 @@ async fn append_read_and_restart() {
     assert_eq!(a.iter().map(|x| x.queue_offset).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
     assert_eq!(b[29].queue_offset, 29);
     let ack = AckRecord { group: "g".into(), topic: "orders".into(), partition: 0, offsets: vec![0, 1, 2] };
-    store
-        .append(
-            vec![AppendRecord {
-                kind: RecordKind::Ack,
-                partition: None,
-                tag_hash: 0,
-                store_time_ms: 0,
-                body: ack.encode_to_vec(),
-            }],
-            Durability::Sync,
-        )
-        .await
-        .unwrap();
+    store.append(vec![AppendRecord::state(RecordKind::Ack, ack.encode_to_vec())], Durability::Sync).await.unwrap();
     assert_eq!(state.acks.load(Ordering::SeqCst), 3);
     assert_eq!(read_all(&store, "orders", 0).len(), 50);
     // Several segments were used (64 KiB each).
@@ -284,13 +266,7 @@ async fn oversized_record_is_refused_and_store_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), Arc::new(NoState));
     let p = store.partition("t", 0).unwrap();
-    let huge = AppendRecord {
-        kind: RecordKind::Message,
-        partition: Some(p),
-        tag_hash: 0,
-        store_time_ms: 0,
-        body: vec![0; 32 << 10],
-    };
+    let huge = AppendRecord::message(p, 0, 0, 0, vec![0; 32 << 10]);
     let err = store.append(vec![huge], Durability::Sync).await.unwrap_err();
     assert!(matches!(err, StorageError::TooLarge { .. }), "{err}");
     assert_eq!(append_messages(&store, "t", 0, 0..1).await[0].queue_offset, 0);

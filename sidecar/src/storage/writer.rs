@@ -34,10 +34,30 @@ pub struct AppendRecord {
     pub partition: Option<Arc<Partition>>,
     /// For messages: hash of the tag for the index.
     pub tag_hash: u32,
+    /// For messages: hash of the FIFO message group for the index.
+    pub group_hash: u32,
     /// For messages: store time for the index.
     pub store_time_ms: u64,
     /// The encoded body.
     pub body: Vec<u8>,
+}
+
+impl AppendRecord {
+    /// A message for `partition`.
+    pub fn message(
+        partition: Arc<Partition>,
+        tag_hash: u32,
+        group_hash: u32,
+        store_time_ms: u64,
+        body: Vec<u8>,
+    ) -> Self {
+        Self { kind: RecordKind::Message, partition: Some(partition), tag_hash, group_hash, store_time_ms, body }
+    }
+
+    /// A record for the state machine (consumer progress and the like).
+    pub fn state(kind: RecordKind, body: Vec<u8>) -> Self {
+        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, body }
+    }
 }
 
 /// Work for the writer thread.
@@ -212,6 +232,7 @@ impl Writer {
                             length: (HEADER_LEN + record.body.len()) as u32,
                             tag_hash: record.tag_hash,
                             store_time_ms: record.store_time_ms,
+                            group_hash: record.group_hash,
                         };
                         entry.encode(&mut index_runs.entry(key).or_insert_with(|| (p.clone(), Vec::new())).1);
                         seq
