@@ -63,12 +63,42 @@ pub struct TopicConfig {
     /// message group.
     #[serde(default)]
     pub fifo_global: bool,
+    /// Longest delay a DELAY message may ask for, in ms.
+    #[serde(default = "default_max_delay_ms")]
+    pub max_delay_ms: u64,
+    /// Transactions: time between check-backs of an unresolved half message, in ms.
+    #[serde(default = "default_check_interval_ms")]
+    pub txn_check_interval_ms: u64,
+    /// Transactions: check-backs before an unresolved half message is rolled back.
+    #[serde(default = "default_max_checks")]
+    pub txn_max_checks: u32,
+}
+
+fn default_max_delay_ms() -> u64 {
+    24 * 3600 * 1000
+}
+
+fn default_check_interval_ms() -> u64 {
+    30_000
+}
+
+fn default_max_checks() -> u32 {
+    15
 }
 
 impl TopicConfig {
     /// A topic of `partitions` accepting `accepts`, with the other settings at their defaults.
     pub fn new(name: impl Into<String>, partitions: u32, accepts: Vec<MessageType>, durability: Durability) -> Self {
-        Self { name: name.into(), partitions, accepts, durability, fifo_global: false }
+        Self {
+            name: name.into(),
+            partitions,
+            accepts,
+            durability,
+            fifo_global: false,
+            max_delay_ms: default_max_delay_ms(),
+            txn_check_interval_ms: default_check_interval_ms(),
+            txn_max_checks: default_max_checks(),
+        }
     }
 }
 

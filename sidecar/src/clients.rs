@@ -6,9 +6,25 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::mpsc;
+
+use crate::storage::record::StoredMessage;
+
+/// Something the broker pushes to a client over one of its Telemetry streams.
+#[derive(Debug, Clone)]
+pub enum ServerCommand {
+    /// Ask a producer whether a transaction committed (check-back of an orphaned half message).
+    RecoverOrphanedTransaction {
+        /// The half message.
+        message: Box<StoredMessage>,
+        /// Its transaction id.
+        transaction_id: String,
+    },
+}
 
 /// What kind of client a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +57,8 @@ pub struct ClientSession {
     pub streams: usize,
     /// Last request of any kind.
     pub last_seen: Option<Instant>,
+    /// Open Telemetry streams the broker can push commands on, by stream id.
+    pub outbox: Vec<(u64, mpsc::Sender<ServerCommand>)>,
 }
 
 /// All sessions.
@@ -48,12 +66,19 @@ pub struct ClientSession {
 pub struct Clients {
     sessions: RwLock<HashMap<Arc<str>, Arc<Mutex<ClientSession>>>>,
     ttl: Duration,
+    next_stream: AtomicU64,
+    round_robin: AtomicUsize,
 }
 
 impl Clients {
     /// A registry that forgets clients silent for longer than `ttl`.
     pub fn new(ttl: Duration) -> Self {
-        Self { sessions: RwLock::new(HashMap::new()), ttl }
+        Self {
+            sessions: RwLock::new(HashMap::new()),
+            ttl,
+            next_stream: AtomicU64::new(1),
+            round_robin: AtomicUsize::new(0),
+        }
     }
 
     /// The session of `id`, created on first sight; marks it seen.
@@ -96,6 +121,33 @@ impl Clients {
     /// Number of live sessions per kind (for metrics).
     pub fn count(&self, kind: ClientKind) -> usize {
         self.sessions.read().values().filter(|s| s.lock().kind == kind).count()
+    }
+
+    /// An id for a new Telemetry stream.
+    pub fn next_stream_id(&self) -> u64 {
+        self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Pushes `command` to one live producer that declared `topic` (round robin); false when no
+    /// such producer is connected.
+    pub fn send_to_producer(&self, topic: &str, command: ServerCommand) -> bool {
+        let mut candidates: Vec<mpsc::Sender<ServerCommand>> = self
+            .sessions
+            .read()
+            .values()
+            .filter_map(|s| {
+                let s = s.lock();
+                let declared = s.kind == ClientKind::Producer && s.topics.iter().any(|t| t == topic);
+                declared.then(|| s.outbox.iter().map(|(_, tx)| tx.clone()).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect();
+        if candidates.is_empty() {
+            return false;
+        }
+        let start = self.round_robin.fetch_add(1, Ordering::Relaxed) % candidates.len();
+        candidates.rotate_left(start);
+        candidates.into_iter().any(|tx| tx.try_send(command.clone()).is_ok())
     }
 
     /// Clients of a consumer group.

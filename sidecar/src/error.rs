@@ -79,6 +79,9 @@ pub enum BrokerError {
     /// Delivery timestamp out of range.
     #[error("illegal delivery time: {0}")]
     IllegalDeliveryTime(String),
+    /// The transaction id is unknown, ended, or belongs to another message.
+    #[error("invalid transaction id: {0}")]
+    InvalidTransactionId(String),
     /// The receipt handle is malformed, expired or superseded.
     #[error("invalid receipt handle: {0}")]
     InvalidReceiptHandle(String),

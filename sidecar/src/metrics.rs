@@ -43,6 +43,12 @@ pub struct Metrics {
     pub redeliveries: IntCounterVec,
     /// Messages moved to a dead-letter queue, by topic and group.
     pub dead_lettered: IntCounterVec,
+    /// Transactions committed, by topic.
+    pub commits: IntCounterVec,
+    /// Transactions rolled back, by topic.
+    pub rollbacks: IntCounterVec,
+    /// Delayed messages delivered into their partitions.
+    pub timer_fired: prometheus::IntCounter,
     /// Records skipped because stored bytes failed verification.
     pub corrupt_records: IntCounterVec,
     /// Storage engine timings.
@@ -113,6 +119,15 @@ impl Metrics {
                 "Messages moved to a consumer group's dead-letter queue.",
                 &["topic", "consumer_group"],
             ),
+            commits: counter("rocketmq_commit_messages_total", "Transactional messages committed.", &["topic"]),
+            rollbacks: counter("rocketmq_rollback_messages_total", "Transactional messages rolled back.", &["topic"]),
+            timer_fired: {
+                let c =
+                    prometheus::IntCounter::new("rocketmq_timer_dequeue_total", "Delayed messages delivered when due.")
+                        .expect("valid counter");
+                registry.register(Box::new(c.clone())).expect("unique counter");
+                c
+            },
             corrupt_records: counter(
                 "weir_storage_corrupt_records_total",
                 "Stored records that failed verification on read and were skipped.",

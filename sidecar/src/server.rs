@@ -18,12 +18,15 @@ use crate::broker::{Broker, BrokerConfig};
 use crate::catalog::{Catalog, CatalogOptions};
 use crate::clients::Clients;
 use crate::consume::Consumers;
+use crate::delay::Timer;
 use crate::grpc::Messaging;
 use crate::grpc::admin::AdminService;
 use crate::grpc::route::Advertised;
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
+use crate::state::BrokerState;
 use crate::storage::{Retention, Store, StoreConfig};
+use crate::txn::Transactions;
 
 /// Largest gRPC request accepted (a batch of messages at the body limit).
 const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -73,7 +76,11 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Running, impl Future<Output = Result<()>>)> {
     let metrics = Metrics::new();
-    let consumers = Arc::new(Consumers::default());
+    let state = Arc::new(BrokerState {
+        consumers: Arc::new(Consumers::default()),
+        timer: Arc::new(Timer::open(&options.data_dir.join("timer")).context("opening the timer index")?),
+        transactions: Arc::new(Transactions::default()),
+    });
     let mut store_config = StoreConfig::new(&options.data_dir);
     store_config.segment_bytes = options.segment_bytes;
     store_config.async_flush_interval = options.async_flush_interval;
@@ -81,7 +88,7 @@ pub async fn start(
     let opened = Instant::now();
     let (store, report) = Store::open(
         store_config,
-        consumers.clone(),
+        state.clone(),
         metrics.store.clone(),
         Box::new(|reason| {
             // Durability can no longer be promised: stop before acknowledging anything else.
@@ -117,7 +124,7 @@ pub async fn start(
         options.broker.clone(),
         store.clone(),
         catalog,
-        consumers,
+        state,
         Clients::new(Duration::from_secs(120)),
         metrics.clone(),
     ));
@@ -161,6 +168,8 @@ pub async fn start(
     );
     let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(maintain(broker.clone(), options.checkpoint_interval, stop_rx.clone()));
+    let timer = tokio::spawn(broker.clone().run_timer());
+    let transactions = tokio::spawn(broker.clone().run_transaction_checks());
 
     let running = Running { grpc_addr, metrics_addr, broker: broker.clone() };
     let done = async move {
@@ -174,6 +183,8 @@ pub async fn start(
         }
         let _ = metrics_task.await;
         let _ = maintenance.await;
+        let _ = timer.await;
+        let _ = transactions.await;
         store.shutdown().await.context("final checkpoint")?;
         tracing::info!("stopped cleanly");
         Ok(())

@@ -68,8 +68,16 @@ fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
     let bytes = spec.retention_bytes().with_context(|| format!("topic {name}"))?;
     let partitions =
         u32::try_from(spec.partitions).with_context(|| format!("topic {name}: partitions must be positive"))?;
-    let fifo_global = spec.fifo_scope() == Some(topic::FifoScope::Global);
-    Ok((TopicConfig { name, partitions, accepts, durability, fifo_global }, time, bytes))
+    let mut config = TopicConfig::new(name, partitions, accepts, durability);
+    config.fifo_global = spec.fifo_scope() == Some(topic::FifoScope::Global);
+    if let Some(max) = spec.max_delay().with_context(|| format!("topic {}", config.name))? {
+        config.max_delay_ms = max.as_millis() as u64;
+    }
+    if let Some((interval, checks)) = spec.transaction_checks().with_context(|| format!("topic {}", config.name))? {
+        config.txn_check_interval_ms = interval.as_millis() as u64;
+        config.txn_max_checks = checks;
+    }
+    Ok((config, time, bytes))
 }
 
 fn group_config(g: &ConsumerGroup) -> Result<GroupConfig> {

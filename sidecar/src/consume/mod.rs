@@ -133,7 +133,7 @@ impl Consumers {
 }
 
 impl StateMachine for Consumers {
-    fn apply(&self, kind: RecordKind, body: &[u8]) {
+    fn apply(&self, kind: RecordKind, _position: u64, body: &[u8]) {
         if kind != RecordKind::Ack {
             return;
         }
@@ -198,8 +198,8 @@ mod tests {
     #[test]
     fn apply_snapshot_restore() {
         let c = Consumers::default();
-        c.apply(RecordKind::Ack, &record(vec![], Some(10)));
-        c.apply(RecordKind::Ack, &record(vec![10, 12], None));
+        c.apply(RecordKind::Ack, 0, &record(vec![], Some(10)));
+        c.apply(RecordKind::Ack, 0, &record(vec![10, 12], None));
         let key = ProgressKey::new("g", "t", 1);
         assert_eq!(c.get(&key).unwrap().lock().watermark(), 11);
         let snap = c.snapshot();

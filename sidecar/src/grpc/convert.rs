@@ -8,7 +8,7 @@ use weir_proto::rocketmq::v2 as pb;
 use crate::broker::{Delivery, IncomingMessage};
 use crate::catalog::MessageType;
 use crate::error::BrokerError;
-use crate::storage::record::StoredMessageType;
+use crate::storage::record::{StoredMessage, StoredMessageType};
 
 /// A wire timestamp in ms since the epoch.
 pub fn timestamp_ms(t: &prost_types::Timestamp) -> i64 {
@@ -116,8 +116,34 @@ fn gunzip(body: &[u8], max: usize) -> Result<bytes::Bytes, BrokerError> {
 /// A delivery as the clients expect it: every field they dereference is set (§3.2 of the protocol
 /// notes): MD5 body digest in upper-case hex, receipt handle, delivery attempt >= 1.
 pub fn delivered(d: Delivery, store_host: &str) -> pb::Message {
-    let m = d.message;
-    let sys = pb::SystemProperties {
+    let lease = Lease {
+        receipt: d.receipt,
+        partition: d.partition,
+        offset: d.offset,
+        attempt: d.attempt,
+        invisible: d.invisible,
+    };
+    stored_to_wire(d.message, store_host, Some(lease))
+}
+
+/// What a delivery adds to a stored message.
+pub struct Lease {
+    /// Receipt handle.
+    pub receipt: String,
+    /// Partition.
+    pub partition: u32,
+    /// Queue offset.
+    pub offset: u64,
+    /// Delivery attempt.
+    pub attempt: u32,
+    /// Invisible duration.
+    pub invisible: Duration,
+}
+
+/// A stored message on the wire; `lease` is set for deliveries to consumers (check-back commands
+/// to producers carry none).
+pub fn stored_to_wire(m: StoredMessage, store_host: &str, lease: Option<Lease>) -> pb::Message {
+    let mut sys = pb::SystemProperties {
         tag: (!m.tag.is_empty()).then_some(m.tag),
         keys: m.keys,
         message_id: m.message_id,
@@ -129,15 +155,18 @@ pub fn delivered(d: Delivery, store_host: &str) -> pb::Message {
         store_timestamp: Some(timestamp(m.store_timestamp_ms)),
         store_host: store_host.to_owned(),
         delivery_timestamp: (m.delivery_timestamp_ms > 0).then(|| timestamp(m.delivery_timestamp_ms)),
-        receipt_handle: Some(d.receipt),
-        queue_id: d.partition as i32,
-        queue_offset: Some(d.offset as i64),
-        invisible_duration: Some(wire_duration(d.invisible)),
-        delivery_attempt: Some(d.attempt as i32),
+        queue_id: m.partition as i32,
         message_group: (!m.message_group.is_empty()).then_some(m.message_group),
         trace_context: (!m.trace_context.is_empty()).then_some(m.trace_context),
         ..Default::default()
     };
+    if let Some(l) = lease {
+        sys.receipt_handle = Some(l.receipt);
+        sys.queue_id = l.partition as i32;
+        sys.queue_offset = Some(l.offset as i64);
+        sys.invisible_duration = Some(wire_duration(l.invisible));
+        sys.delivery_attempt = Some(l.attempt as i32);
+    }
     pb::Message {
         topic: Some(pb::Resource { resource_namespace: String::new(), name: m.topic }),
         user_properties: m.user_properties,

@@ -21,7 +21,7 @@ use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use weir_proto::rocketmq::v2::receive_message_response::Content;
 
-use crate::broker::{Broker, ReceiveRequest};
+use crate::broker::{Broker, ReceiveRequest, Resolution};
 use crate::consume::filter::{Filter, FilterKind};
 use crate::error::BrokerError;
 use context::Caller;
@@ -177,6 +177,7 @@ impl MessagingService for Messaging {
                             status: Some(ok()),
                             message_id: r.message_id,
                             offset: r.offset as i64,
+                            transaction_id: r.transaction_id,
                             ..Default::default()
                         },
                         Err(e) => pb::SendResultEntry {
@@ -333,8 +334,21 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
-        Ok(Response::new(pb::EndTransactionResponse { status: Some(unsupported("EndTransaction", &language)) }))
+        let (language, caller) = caller(&request);
+        let req = request.into_inner();
+        let resolution = match pb::TransactionResolution::try_from(req.resolution) {
+            Ok(pb::TransactionResolution::Commit) => Resolution::Commit,
+            Ok(pb::TransactionResolution::Rollback) => Resolution::Rollback,
+            _ => Resolution::Unknown,
+        };
+        let result = match caller {
+            Ok(_) => {
+                self.broker.end_transaction(name(&req.topic), &req.message_id, &req.transaction_id, resolution).await
+            }
+            Err(e) => Err(e),
+        };
+        let status = result.map_or_else(|e| error_status(&e, &language), |()| ok());
+        Ok(Response::new(pb::EndTransactionResponse { status: Some(status) }))
     }
 
     type TelemetryStream = session::TelemetryStream;
@@ -345,7 +359,12 @@ impl MessagingService for Messaging {
     ) -> Result<Response<Self::TelemetryStream>, GrpcStatus> {
         let (language, caller) = caller(&request);
         match caller {
-            Ok(c) => Ok(Response::new(session::telemetry(self.broker.clone(), c, request.into_inner()))),
+            Ok(c) => Ok(Response::new(session::telemetry(
+                self.broker.clone(),
+                c,
+                request.into_inner(),
+                self.advertised.host_port(),
+            ))),
             Err(e) => {
                 let reply = pb::TelemetryCommand { status: Some(error_status(&e, &language)), command: None };
                 Ok(Response::new(Box::pin(futures::stream::iter([Ok(reply)]))))

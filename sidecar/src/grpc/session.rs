@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -18,9 +18,9 @@ use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::telemetry_command::Command;
 
 use crate::broker::Broker;
-use crate::clients::ClientKind;
+use crate::clients::{ClientKind, ServerCommand};
 use crate::grpc::context::Caller;
-use crate::grpc::convert::{name, wire_duration};
+use crate::grpc::convert::{self, name, wire_duration};
 use crate::grpc::status::{ok, status};
 
 /// The outgoing half of a Telemetry stream.
@@ -42,16 +42,33 @@ fn kind_of(client_type: i32) -> ClientKind {
 
 /// Runs a Telemetry stream: answers settings, tracks the session, releases the client's leases when
 /// its last stream ends.
-pub fn telemetry(broker: Arc<Broker>, caller: Caller, mut inbound: Streaming<pb::TelemetryCommand>) -> TelemetryStream {
+pub fn telemetry(
+    broker: Arc<Broker>,
+    caller: Caller,
+    mut inbound: Streaming<pb::TelemetryCommand>,
+    store_host: String,
+) -> TelemetryStream {
     let (tx, rx) = mpsc::channel(16);
+    let (command_tx, mut commands) = mpsc::channel(64);
+    let stream_id = broker.clients().next_stream_id();
     let session = broker.clients().touch(&caller.client_id);
-    session.lock().streams += 1;
+    {
+        let mut s = session.lock();
+        s.streams += 1;
+        s.outbox.push((stream_id, command_tx));
+    }
     let mut stopping = broker.stopping();
     tokio::spawn(async move {
         loop {
             let next = tokio::select! {
                 next = inbound.next() => next,
-                _ = stopping.wait_for(|s| *s) => break,
+                Some(command) = commands.recv() => {
+                    if tx.send(Ok(server_command(command, &store_host))).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = stopping.wait_for(|s| *s).map(|_| ()) => break,
             };
             let Some(next) = next else { break };
             let command = match next {
@@ -79,6 +96,7 @@ pub fn telemetry(broker: Arc<Broker>, caller: Caller, mut inbound: Streaming<pb:
         let last = {
             let mut s = session.lock();
             s.streams = s.streams.saturating_sub(1);
+            s.outbox.retain(|(id, _)| *id != stream_id);
             s.streams == 0
         };
         if last {
@@ -86,6 +104,19 @@ pub fn telemetry(broker: Arc<Broker>, caller: Caller, mut inbound: Streaming<pb:
         }
     });
     Box::pin(ReceiverStream::new(rx))
+}
+
+/// A broker-initiated command as the clients expect it on the stream.
+fn server_command(command: ServerCommand, store_host: &str) -> pb::TelemetryCommand {
+    match command {
+        ServerCommand::RecoverOrphanedTransaction { message, transaction_id } => pb::TelemetryCommand {
+            status: Some(ok()),
+            command: Some(Command::RecoverOrphanedTransactionCommand(pb::RecoverOrphanedTransactionCommand {
+                message: Some(convert::stored_to_wire(*message, store_host, None)),
+                transaction_id,
+            })),
+        },
+    }
 }
 
 /// The broker's answer to a client's settings.

@@ -42,6 +42,7 @@ pub fn code_of(e: &BrokerError) -> Code {
         BrokerError::IllegalPollingTime(_) => Code::IllegalPollingTime,
         BrokerError::IllegalDeliveryTime(_) => Code::IllegalDeliveryTime,
         BrokerError::InvalidReceiptHandle(_) => Code::InvalidReceiptHandle,
+        BrokerError::InvalidTransactionId(_) => Code::InvalidTransactionId,
         BrokerError::TooManyRequests(_) => Code::TooManyRequests,
         BrokerError::Unsupported(_) => Code::NotImplemented,
         BrokerError::Storage(StorageError::TooLarge { .. }) => Code::MessageBodyTooLarge,

@@ -37,6 +37,14 @@ pub enum RecordKind {
     Message = 1,
     /// Consumer progress: acknowledgements of one (group, partition).
     Ack = 2,
+    /// A delayed message waiting for its delivery time (not in any partition yet).
+    Scheduled = 3,
+    /// Delayed messages that were delivered into their partitions.
+    TimerFired = 4,
+    /// The half message of a transaction (not in any partition until committed).
+    Half = 5,
+    /// The end of a transaction (commit or rollback) or a check-back attempt.
+    TxnOutcome = 6,
 }
 
 impl RecordKind {
@@ -44,6 +52,10 @@ impl RecordKind {
         match v {
             1 => Some(Self::Message),
             2 => Some(Self::Ack),
+            3 => Some(Self::Scheduled),
+            4 => Some(Self::TimerFired),
+            5 => Some(Self::Half),
+            6 => Some(Self::TxnOutcome),
             _ => None,
         }
     }

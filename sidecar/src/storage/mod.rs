@@ -173,8 +173,8 @@ impl StoreConfig {
 /// durable, and during recovery for records after the checkpoint. `snapshot` is taken by the writer
 /// between groups, so it reflects exactly the records before the checkpoint position.
 pub trait StateMachine: Send + Sync + 'static {
-    /// Applies one record.
-    fn apply(&self, kind: RecordKind, body: &[u8]);
+    /// Applies one record written at log `position` (its frame is `HEADER_LEN + body.len()` long).
+    fn apply(&self, kind: RecordKind, position: u64, body: &[u8]);
     /// Serialises the current state.
     fn snapshot(&self) -> Vec<u8>;
     /// Replaces the state with a snapshot.
@@ -188,7 +188,7 @@ pub trait StateMachine: Send + Sync + 'static {
 pub struct NoState;
 
 impl StateMachine for NoState {
-    fn apply(&self, _: RecordKind, _: &[u8]) {}
+    fn apply(&self, _: RecordKind, _: u64, _: &[u8]) {}
     fn snapshot(&self) -> Vec<u8> {
         Vec::new()
     }
@@ -410,6 +410,11 @@ impl Store {
         self.inner.log.read_frame(entry.position, entry.length).map(|(_, body)| body)
     }
 
+    /// Reads the body of the frame of `length` bytes at log `position` (any record kind).
+    pub fn read_at(&self, position: u64, length: u32) -> Result<Bytes, StorageError> {
+        self.inner.log.read_frame(position, length).map(|(_, body)| body)
+    }
+
     /// A receiver that changes whenever new records become visible (for long polling).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.published.subscribe()
@@ -544,7 +549,7 @@ impl StoreInner {
                     partition.index.put_recovered(header.sequence, entry)?;
                     self.state.replayed_message(&partition, header.sequence, body);
                 }
-                kind => self.state.apply(kind, body),
+                kind => self.state.apply(kind, header.position, body),
             }
             Ok(())
         })?;

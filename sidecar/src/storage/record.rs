@@ -71,6 +71,9 @@ pub struct StoredMessage {
     /// For a dead-lettered copy: where the original was and why it was moved.
     #[prost(message, optional, tag = "16")]
     pub dead_letter: Option<DeadLetterOrigin>,
+    /// For a transactional message: its transaction id.
+    #[prost(string, tag = "17")]
+    pub transaction_id: String,
 }
 
 /// Where a dead-lettered message came from, so it can be handed back to its group.

@@ -31,7 +31,7 @@ struct AckCounter {
 }
 
 impl StateMachine for AckCounter {
-    fn apply(&self, kind: RecordKind, body: &[u8]) {
+    fn apply(&self, kind: RecordKind, _position: u64, body: &[u8]) {
         assert_eq!(kind, RecordKind::Ack);
         let rec = AckRecord::decode(body).unwrap();
         self.acks.fetch_add(rec.offsets.len(), Ordering::SeqCst);

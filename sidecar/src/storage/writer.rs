@@ -241,7 +241,7 @@ impl Writer {
                 };
                 frame::encode_into(&mut self.buf, record.kind, position, sequence, &record.body);
                 if record.kind != RecordKind::Message {
-                    state_records.push((record.kind, record.body));
+                    state_records.push((record.kind, position, record.body));
                 }
                 results.push(Appended { position, queue_offset: sequence });
             }
@@ -287,8 +287,8 @@ impl Writer {
                 self.die(&e);
             }
         }
-        for (kind, body) in state_records {
-            self.inner.state.apply(kind, &body);
+        for (kind, position, body) in state_records {
+            self.inner.state.apply(kind, position, &body);
         }
         self.inner.publish(end);
         for w in sync_waiters {

@@ -1,0 +1,366 @@
+//! Receiving: long polling, leasing messages to consumers (in order for FIFO groups), acks and
+//! invisibility changes.
+
+use super::dead_letter::{DEAD_LETTER_GRACE, Exhausted};
+use super::*;
+
+impl Broker {
+    /// Hands out up to `req.batch` messages, waiting (long polling) until some are available or
+    /// `req.poll_until` passes. An empty result means nothing arrived in time.
+    pub async fn receive(&self, req: &ReceiveRequest) -> Result<Vec<Delivery>, BrokerError> {
+        let topic = self.catalog.topic(&req.topic)?;
+        let group = self.catalog.group(&req.group)?;
+        let invisible = match (req.invisible, req.auto_renew) {
+            (Some(d), _) => self.check_invisible(d, self.config.min_invisible)?,
+            (None, true) => self.config.auto_renew_lease,
+            (None, false) => {
+                return Err(BrokerError::IllegalInvisibleTime(
+                    "invisible_duration is required unless auto_renew is set".into(),
+                ));
+            }
+        };
+        if req.batch == 0 {
+            return Err(BrokerError::BadRequest("batch_size must be at least 1".into()));
+        }
+        let batch = req.batch.min(self.config.max_batch);
+        let mut published = self.store.subscribe();
+        let mut stopping = self.stopping();
+        loop {
+            published.borrow_and_update();
+            let (deliveries, next_deadline) = if group.consume_enabled {
+                self.claim(&topic, &group, req, batch, invisible).await?
+            } else {
+                (Vec::new(), None)
+            };
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
+            let now = Instant::now();
+            if now >= req.poll_until {
+                return Ok(Vec::new());
+            }
+            let wake = next_deadline.map_or(req.poll_until, |d| d.min(req.poll_until));
+            tokio::select! {
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = stopping.wait_for(|s| *s) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    fn check_invisible(&self, d: Duration, min: Duration) -> Result<Duration, BrokerError> {
+        if d < min || d > self.config.max_invisible {
+            return Err(BrokerError::IllegalInvisibleTime(format!(
+                "{} ms is outside the allowed range of {} ms to {} ms",
+                d.as_millis(),
+                min.as_millis(),
+                self.config.max_invisible.as_millis()
+            )));
+        }
+        Ok(d)
+    }
+
+    /// One pass over the topic's partitions: expired leases first, then messages given back by a
+    /// dead-letter resend, then (FIFO) messages whose group became free, then new messages. Returns
+    /// the deliveries and the earliest lease deadline seen (when something may become visible again).
+    async fn claim(
+        &self,
+        topic: &Topic,
+        group: &GroupConfig,
+        req: &ReceiveRequest,
+        batch: usize,
+        invisible: Duration,
+    ) -> Result<(Vec<Delivery>, Option<Instant>), BrokerError> {
+        let count = topic.partitions.len();
+        let first = self.round_robin.fetch_add(1, Ordering::Relaxed);
+        let mut claimer =
+            Claimer { broker: self, req, group, invisible, batch, claimed: Vec::new(), exhausted: Vec::new() };
+        let mut next_deadline: Option<Instant> = None;
+        for i in 0..count {
+            if claimer.room() == 0 {
+                break;
+            }
+            let partition = &topic.partitions[(first + i) % count];
+            let progress = self.progress(group, partition).await?;
+            let mut p = progress.lock();
+            let now = Instant::now();
+            claimer.expired(&mut p, partition, now)?;
+            claimer.revived(&mut p, partition, now)?;
+            if group.fifo {
+                claimer.deferred(&mut p, partition, now)?;
+            }
+            claimer.fresh(&mut p, partition, now)?;
+            if let Some(d) = p.next_deadline() {
+                next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
+            }
+        }
+        let Claimer { claimed, exhausted, .. } = claimer;
+        if !exhausted.is_empty() {
+            // Past max attempts: to the dead-letter queue instead of another delivery. A failure
+            // leaves them leased, so they are retried when the lease runs out.
+            if let Err(e) = self.dead_letter(group, exhausted).await {
+                tracing::error!(group = group.name, error = %e, "moving messages to the dead-letter queue failed");
+            }
+        }
+        let mut deliveries = Vec::with_capacity(claimed.len());
+        for Claimed { partition, offset, entry, lease } in claimed {
+            match self.load(&partition, &entry) {
+                Ok(message) if req.filter.matches(&message.tag) => {
+                    let labels = [topic.config.name.as_str(), group.name.as_str()];
+                    self.metrics.messages_out.with_label_values(&labels).inc();
+                    self.metrics.throughput_out.with_label_values(&labels).inc_by(message.body.len() as u64);
+                    let receipt = Receipt {
+                        broker: self.config.broker_id,
+                        partition: partition.id(),
+                        offset,
+                        generation: lease.generation,
+                    };
+                    deliveries.push(Delivery {
+                        message,
+                        partition: partition.id(),
+                        offset,
+                        receipt: receipt.encode(),
+                        attempt: lease.attempt,
+                        invisible,
+                    });
+                }
+                Ok(_) => {
+                    // A tag-hash collision: the message does not match after all.
+                    self.finish_without_delivery(group, &partition, offset);
+                }
+                Err(e) => {
+                    tracing::error!(topic = partition.topic(), partition = partition.id(), offset, error = %e, "unreadable message skipped");
+                    self.metrics.corrupt_records.with_label_values(&[partition.topic()]).inc();
+                    self.finish_without_delivery(group, &partition, offset);
+                }
+            }
+        }
+        Ok((deliveries, next_deadline))
+    }
+
+    fn finish_without_delivery(&self, group: &GroupConfig, partition: &Partition, offset: u64) {
+        if let Some(p) = self.consumers.get(&ProgressKey::new(&group.name, partition.topic(), partition.id())) {
+            p.lock().mark_done(offset);
+        }
+    }
+
+    /// Acknowledges messages by receipt handle; one result per handle. Acks are durable when this
+    /// returns.
+    pub async fn ack(
+        &self,
+        group: &str,
+        topic: &str,
+        handles: &[String],
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        let topic = self.catalog.topic(topic)?;
+        let group = self.catalog.group(group)?;
+        let mut results = Vec::with_capacity(handles.len());
+        let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
+        for handle in handles {
+            let checked = self.lease_of(&group, &topic, handle).and_then(|(progress, receipt)| {
+                let p = progress.lock();
+                match p.check(receipt.offset, receipt.generation) {
+                    Ok(_) => Ok(Some(receipt)),
+                    // Acknowledging something already done is harmless (a retried ack).
+                    Err(LeaseError::NotLeased) if p.is_done(receipt.offset) => Ok(None),
+                    Err(LeaseError::NotLeased) => Err(BrokerError::InvalidReceiptHandle(
+                        "the message is not delivered under this handle (it expired or was never delivered)".into(),
+                    )),
+                    Err(LeaseError::Superseded) => Err(BrokerError::InvalidReceiptHandle(
+                        "a newer receipt handle replaced this one (redelivery or invisibility change)".into(),
+                    )),
+                }
+            });
+            match checked {
+                Ok(Some(receipt)) => {
+                    by_partition.entry(receipt.partition).or_default().push(receipt.offset);
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let records: Vec<ProgressRecord> = by_partition
+            .into_iter()
+            .map(|(partition, done)| ProgressRecord {
+                group: group.name.clone(),
+                topic: topic.config.name.clone(),
+                partition,
+                done,
+                ..Default::default()
+            })
+            .collect();
+        if !records.is_empty()
+            && let Err(e) = self.append_progress(records).await
+        {
+            return Ok(results.into_iter().map(|r| r.and(Err(e.clone()))).collect());
+        }
+        Ok(results)
+    }
+
+    /// Changes how long a delivered message stays invisible; returns the new receipt handle (the old
+    /// one stops working).
+    pub fn change_invisible(
+        &self,
+        group: &str,
+        topic: &str,
+        handle: &str,
+        invisible: Duration,
+    ) -> Result<String, BrokerError> {
+        let topic = self.catalog.topic(topic)?;
+        let group = self.catalog.group(group)?;
+        let invisible = self.check_invisible(invisible, Duration::ZERO)?;
+        let (progress, receipt) = self.lease_of(&group, &topic, handle)?;
+        let generation = self.consumers.next_generation();
+        let mut p = progress.lock();
+        // The client now decides when the message comes back (a push consumer's nack), so the broker
+        // stops renewing it.
+        match p.renew(receipt.offset, receipt.generation, Instant::now() + invisible, generation) {
+            Ok(_) => Ok(Receipt { generation, ..receipt }.encode()),
+            Err(LeaseError::Superseded) => {
+                Err(BrokerError::InvalidReceiptHandle("a newer receipt handle replaced this one".into()))
+            }
+            Err(LeaseError::NotLeased) => {
+                Err(BrokerError::InvalidReceiptHandle("the message is no longer delivered under this handle".into()))
+            }
+        }
+    }
+}
+
+/// A message leased by a receive, waiting to be read and sent.
+struct Claimed {
+    partition: Arc<Partition>,
+    offset: u64,
+    entry: IndexEntry,
+    lease: Lease,
+}
+
+/// The state of one receive while it walks the partitions, so each step reads as one decision.
+struct Claimer<'a> {
+    broker: &'a Broker,
+    req: &'a ReceiveRequest,
+    group: &'a GroupConfig,
+    invisible: Duration,
+    batch: usize,
+    claimed: Vec<Claimed>,
+    exhausted: Vec<Exhausted>,
+}
+
+impl Claimer<'_> {
+    fn room(&self) -> usize {
+        self.batch - self.claimed.len()
+    }
+
+    fn new_lease(&self, now: Instant, attempt: u32, group_hash: u32) -> Lease {
+        Lease {
+            deadline: now + self.invisible,
+            attempt,
+            generation: self.broker.consumers.next_generation(),
+            client: self.req.client.clone(),
+            auto_renew: self.req.auto_renew,
+            group_hash: if self.group.fifo { group_hash } else { 0 },
+        }
+    }
+
+    fn take(&mut self, p: &mut Progress, partition: &Arc<Partition>, offset: u64, entry: IndexEntry, lease: Lease) {
+        p.lease(offset, lease.clone());
+        self.claimed.push(Claimed { partition: partition.clone(), offset, entry, lease });
+    }
+
+    /// Expired leases: extended for live auto-renew clients, dead-lettered past max attempts,
+    /// otherwise delivered again with attempt + 1 (for FIFO the same message, keeping its group).
+    fn expired(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        let broker = self.broker;
+        for (offset, lease) in p.expired(now, usize::MAX) {
+            if lease.auto_renew && broker.clients.alive(&lease.client) {
+                p.lease(offset, Lease { deadline: now + broker.config.auto_renew_lease, ..lease });
+                continue;
+            }
+            let Some(entry) = partition.index.get(offset)? else {
+                p.mark_done(offset); // deleted by retention meanwhile
+                continue;
+            };
+            if lease.attempt >= self.group.max_attempts {
+                p.lease(offset, Lease { deadline: now + DEAD_LETTER_GRACE, auto_renew: false, ..lease.clone() });
+                self.exhausted.push(Exhausted { partition: partition.clone(), offset, entry, attempts: lease.attempt });
+                continue;
+            }
+            if self.room() == 0 {
+                break;
+            }
+            let renewed = self.new_lease(now, lease.attempt + 1, lease.group_hash);
+            broker.metrics.redeliveries.with_label_values(&[partition.topic(), self.group.name.as_str()]).inc();
+            self.take(p, partition, offset, entry, renewed);
+        }
+        Ok(())
+    }
+
+    /// Messages a dead-letter resend handed back to the group.
+    fn revived(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        for offset in p.revived_ready(self.room()) {
+            match partition.index.get(offset)? {
+                Some(entry) if !entry.is_hole() => {
+                    let lease = self.new_lease(now, 1, entry.group_hash);
+                    self.take(p, partition, offset, entry, lease);
+                }
+                _ => {
+                    p.mark_done(offset);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// FIFO: the next message of each group whose previous message is done.
+    fn deferred(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        for offset in p.deferred_ready(self.room()) {
+            let Some(entry) = partition.index.get(offset)? else {
+                p.mark_done(offset);
+                continue;
+            };
+            let lease = self.new_lease(now, 1, entry.group_hash);
+            self.take(p, partition, offset, entry, lease);
+        }
+        Ok(())
+    }
+
+    /// New messages from the cursor on, skipping holes and what the filter excludes; for FIFO
+    /// groups, a message whose group is busy is parked instead.
+    fn fresh(&mut self, p: &mut Progress, partition: &Arc<Partition>, now: Instant) -> Result<(), BrokerError> {
+        let broker = self.broker;
+        if p.watermark() < partition.start_offset() {
+            p.skip_to(partition.start_offset()); // retention removed what the group had not consumed
+        }
+        let cap = broker.config.max_leases_per_partition;
+        loop {
+            let room = self.room().min(cap.saturating_sub(p.leased() + p.deferred()));
+            if room == 0 {
+                return Ok(());
+            }
+            let (from, entries) = partition.index.read(p.cursor(), (room * 4).clamp(16, 1024))?;
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let end = from + entries.len() as u64;
+            while self.room() > 0 && p.leased() + p.deferred() < cap {
+                let Some(offset) = p.next_new(end) else { break };
+                let entry = entries[(offset - from) as usize];
+                if entry.is_hole() || !self.req.filter.may_match(entry.tag_hash) {
+                    p.mark_done(offset);
+                } else if self.group.fifo && p.group_busy(entry.group_hash) {
+                    p.defer(offset, entry.group_hash);
+                } else {
+                    let lease = self.new_lease(now, 1, entry.group_hash);
+                    self.take(p, partition, offset, entry, lease);
+                }
+            }
+            if p.cursor() < end {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! Sending: validation of what producers send, de-duplication of retried sends, and the record
+//! each message becomes.
+
+use super::*;
+
+/// Properties RocketMQ reserves for itself; producers may not set them as user properties.
+const RESERVED_PROPERTIES: &[&str] = &[
+    "KEYS",
+    "TAGS",
+    "WAIT",
+    "DELAY",
+    "RETRY_TOPIC",
+    "REAL_TOPIC",
+    "REAL_QID",
+    "TRAN_MSG",
+    "PGROUP",
+    "MIN_OFFSET",
+    "MAX_OFFSET",
+    "BUYER_ID",
+    "ORIGIN_MESSAGE_ID",
+    "TRANSFER_FLAG",
+    "CORRECTION_FLAG",
+    "MQ2_FLAG",
+    "RECONSUME_TIME",
+    "MSG_REGION",
+    "TRACE_ON",
+    "UNIQ_KEY",
+    "MAX_RECONSUME_TIMES",
+    "CONSUME_START_TIME",
+    "__STARTDELIVERTIME",
+    "TIMER_DELIVER_MS",
+    "TIMER_DELAY_SEC",
+    "TIMER_DELAY_MS",
+    "SHARDING_KEY",
+    "INNER_NUM",
+    "INNER_BASE",
+    "CLUSTER",
+    "__SHARDINGKEY",
+    "__BORNHOST",
+];
+
+/// User properties per message at most.
+const MAX_PROPERTIES: usize = 128;
+
+/// Bytes of user property keys and values per message at most.
+const MAX_PROPERTY_BYTES: usize = 16 * 1024;
+
+/// Longest message id, tag, key or message group.
+const MAX_FIELD_LEN: usize = 128;
+
+/// Recent sends by (topic, message id), so a client's retry of a send that did succeed is answered
+/// with the original result instead of storing the message twice.
+#[derive(Debug, Default)]
+pub(super) struct SendDedup {
+    seen: HashMap<(Arc<str>, String), (SendReceipt, Instant)>,
+    order: VecDeque<((Arc<str>, String), Instant)>,
+}
+
+const DEDUP_CAPACITY: usize = 100_000;
+
+const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+
+impl SendDedup {
+    fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
+        let (r, at) = self.seen.get(&(Arc::from(topic), id.to_owned()))?;
+        (at.elapsed() < DEDUP_WINDOW).then(|| r.clone())
+    }
+
+    fn insert(&mut self, topic: Arc<str>, receipt: SendReceipt) {
+        let now = Instant::now();
+        let key = (topic, receipt.message_id.clone());
+        self.order.push_back((key.clone(), now));
+        self.seen.insert(key, (receipt, now));
+        while self.order.len() > DEDUP_CAPACITY || self.order.front().is_some_and(|(_, t)| t.elapsed() > DEDUP_WINDOW) {
+            let (k, t) = self.order.pop_front().expect("non-empty");
+            if self.seen.get(&k).is_some_and(|(_, at)| *at == t) {
+                self.seen.remove(&k);
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// Stores messages. One result per message, in order; the valid ones share one group commit.
+    pub async fn send(&self, messages: Vec<IncomingMessage>) -> Vec<Result<SendReceipt, BrokerError>> {
+        let started = Instant::now();
+        let mut results: Vec<Option<Result<SendReceipt, BrokerError>>> = vec![None; messages.len()];
+        let mut records = Vec::new();
+        let mut pending = Vec::new();
+        let mut durability = Durability::Async;
+        for (slot, message) in messages.into_iter().enumerate() {
+            match self.prepare(message) {
+                Ok(Prepared::Duplicate(receipt)) => results[slot] = Some(Ok(receipt)),
+                Ok(Prepared::New { record, topic, receipt, body_len, message_type }) => {
+                    if topic.config.durability == Durability::Sync {
+                        durability = Durability::Sync;
+                    }
+                    let indexed = record.kind == RecordKind::Message;
+                    pending.push((slot, topic, receipt, body_len, message_type, indexed));
+                    records.push(record);
+                }
+                Err(e) => results[slot] = Some(Err(e)),
+            }
+        }
+        if !records.is_empty() {
+            match self.store.append(records, durability).await {
+                Ok(appended) => {
+                    let mut dedup = self.dedup.lock();
+                    for ((slot, topic, mut receipt, body_len, message_type, indexed), a) in
+                        pending.into_iter().zip(appended)
+                    {
+                        let name = topic.config.name.as_str();
+                        let labels = [name, message_type.label()];
+                        self.metrics.messages_in.with_label_values(&labels).inc();
+                        self.metrics.throughput_in.with_label_values(&labels).inc_by(body_len as u64);
+                        self.metrics.message_size.with_label_values(&labels).observe(body_len as f64);
+                        self.metrics.send_latency.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+                        if indexed {
+                            receipt.offset = a.queue_offset;
+                        }
+                        dedup.insert(Arc::from(name), receipt.clone());
+                        results[slot] = Some(Ok(receipt));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "send failed in storage");
+                    for (slot, ..) in pending {
+                        results[slot] = Some(Err(BrokerError::Storage(e.clone())));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.expect("every slot answered")).collect()
+    }
+
+    /// Validates a message and encodes its record, or finds that it was already stored.
+    fn prepare(&self, m: IncomingMessage) -> Result<Prepared, BrokerError> {
+        let topic = self.catalog.topic(&m.topic)?;
+        if m.message_id.is_empty() {
+            return Err(BrokerError::IllegalMessageId("the message id is empty".into()));
+        }
+        if m.message_id.len() > MAX_FIELD_LEN {
+            return Err(BrokerError::IllegalMessageId(format!("longer than {MAX_FIELD_LEN} characters")));
+        }
+        if let Some(receipt) = self.dedup.lock().get(&topic.config.name, &m.message_id) {
+            return Ok(Prepared::Duplicate(receipt));
+        }
+        if m.body.is_empty() {
+            return Err(BrokerError::BodyEmpty);
+        }
+        if m.body.len() > self.config.max_body_bytes {
+            return Err(BrokerError::BodyTooLarge { len: m.body.len(), max: self.config.max_body_bytes });
+        }
+        let tag = m.tag.unwrap_or_default();
+        if m_tag_invalid(&tag) {
+            return Err(BrokerError::IllegalTag(format!("{tag:?}: tags must not be blank or contain `|`")));
+        }
+        if let Some(k) = m.keys.iter().find(|k| k.trim().is_empty() || k.len() > MAX_FIELD_LEN) {
+            return Err(BrokerError::IllegalKey(format!(
+                "{k:?}: keys must not be blank or longer than {MAX_FIELD_LEN}"
+            )));
+        }
+        validate_properties(&m.user_properties)?;
+        let message_type = m.message_type.unwrap_or(MessageType::Normal);
+        if !topic.accepts(message_type) {
+            let accepted: Vec<&str> = topic.config.accepts.iter().map(|t| t.label()).collect();
+            return Err(BrokerError::MessageTypeConflict(format!(
+                "topic {} accepts {} messages, not {}",
+                topic.config.name,
+                accepted.join("/"),
+                message_type.label()
+            )));
+        }
+        let group = m.message_group.unwrap_or_default();
+        if group.len() > MAX_FIELD_LEN {
+            return Err(BrokerError::IllegalMessageGroup(format!("longer than {MAX_FIELD_LEN} characters")));
+        }
+        let store_time = now_ms();
+        let kind = self.record_kind(&topic, message_type, &group, m.delivery_timestamp_ms, store_time)?;
+        let count = topic.partitions.len() as u32;
+        let partition = match message_type {
+            // Order lives per message group, so the broker, not the client, picks the partition.
+            MessageType::Fifo => partition_of_group(&group, count),
+            _ => match m.partition_hint {
+                Some(p) if p < count => p,
+                _ => (self.round_robin.fetch_add(1, Ordering::Relaxed) % count as usize) as u32,
+            },
+        };
+        let body_len = m.body.len();
+        let transaction_id = if kind == RecordKind::Half { self.new_transaction_id() } else { String::new() };
+        let stored = StoredMessage {
+            topic: topic.config.name.clone(),
+            partition,
+            message_id: m.message_id.clone(),
+            tag,
+            keys: m.keys,
+            message_group: group,
+            message_type: stored_type(message_type) as i32,
+            born_timestamp_ms: m.born_timestamp_ms,
+            born_host: m.born_host,
+            store_timestamp_ms: store_time,
+            delivery_timestamp_ms: m.delivery_timestamp_ms.unwrap_or(0),
+            user_properties: m.user_properties,
+            body_md5: Bytes::copy_from_slice(&Md5::digest(&m.body)),
+            body: m.body,
+            trace_context: m.trace_context,
+            dead_letter: None,
+            transaction_id: transaction_id.clone(),
+        };
+        let group_hash = index_group_hash(&topic, &stored.message_group);
+        let record = match kind {
+            RecordKind::Message => AppendRecord::message(
+                topic.partitions[partition as usize].clone(),
+                tag_hash(&stored.tag),
+                group_hash,
+                store_time as u64,
+                stored.encode_to_vec(),
+            ),
+            // Delayed and half messages stay out of the partitions until they are due or committed.
+            other => AppendRecord::state(other, stored.encode_to_vec()),
+        };
+        let receipt = SendReceipt { message_id: m.message_id, partition, offset: 0, transaction_id };
+        Ok(Prepared::New { record, topic, receipt, body_len, message_type })
+    }
+
+    /// Which record a message becomes, after checking the rules of its type: a plain message, a
+    /// delayed one waiting in the timer (`Scheduled`), or a transaction's `Half` message.
+    fn record_kind(
+        &self,
+        topic: &Topic,
+        message_type: MessageType,
+        group: &str,
+        delivery_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<RecordKind, BrokerError> {
+        match message_type {
+            MessageType::Delay => {
+                let due = delivery_ms.ok_or_else(|| {
+                    BrokerError::IllegalDeliveryTime("a DELAY message needs a delivery timestamp".into())
+                })?;
+                let max = topic.config.max_delay_ms as i64;
+                if due - now_ms > max {
+                    return Err(BrokerError::IllegalDeliveryTime(format!(
+                        "delivery is {} s away; topic {} allows at most {} s",
+                        (due - now_ms) / 1000,
+                        topic.config.name,
+                        max / 1000
+                    )));
+                }
+                // A time already (or almost) reached is delivered at once.
+                Ok(if due > now_ms + IMMEDIATE_DELIVERY_MS { RecordKind::Scheduled } else { RecordKind::Message })
+            }
+            _ if delivery_ms.is_some() => {
+                Err(BrokerError::MessageTypeConflict("only DELAY messages may carry a delivery timestamp".into()))
+            }
+            MessageType::Transaction if !group.is_empty() => {
+                Err(BrokerError::MessageTypeConflict("a transactional message cannot have a message group".into()))
+            }
+            MessageType::Transaction => Ok(RecordKind::Half),
+            MessageType::Fifo if group.is_empty() && !topic.config.fifo_global => {
+                Err(BrokerError::IllegalMessageGroup("a FIFO message needs a message group".into()))
+            }
+            _ => Ok(RecordKind::Message),
+        }
+    }
+
+    /// A transaction id that names this broker, so any broker can route `EndTransaction` to it.
+    fn new_transaction_id(&self) -> String {
+        let seq = self.transaction_seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:x}-{seq:016x}", self.config.broker_id)
+    }
+}
+
+enum Prepared {
+    Duplicate(SendReceipt),
+    New { record: AppendRecord, topic: Arc<Topic>, receipt: SendReceipt, body_len: usize, message_type: MessageType },
+}
+
+/// Delivery times closer than this are treated as "now".
+const IMMEDIATE_DELIVERY_MS: i64 = 50;
+
+fn m_tag_invalid(tag: &str) -> bool {
+    !tag.is_empty() && (tag.trim().is_empty() || tag.contains('|') || tag.len() > MAX_FIELD_LEN)
+}
+
+fn validate_properties(props: &HashMap<String, String>) -> Result<(), BrokerError> {
+    if props.len() > MAX_PROPERTIES {
+        return Err(BrokerError::PropertiesTooLarge(format!("{} properties, at most {MAX_PROPERTIES}", props.len())));
+    }
+    let bytes: usize = props.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_PROPERTY_BYTES {
+        return Err(BrokerError::PropertiesTooLarge(format!(
+            "{bytes} bytes of properties, at most {MAX_PROPERTY_BYTES}"
+        )));
+    }
+    for key in props.keys() {
+        if key.trim().is_empty() {
+            return Err(BrokerError::IllegalProperty("a property key is blank".into()));
+        }
+        if RESERVED_PROPERTIES.contains(&key.as_str()) {
+            return Err(BrokerError::IllegalProperty(format!("{key:?} is reserved by RocketMQ")));
+        }
+    }
+    Ok(())
+}
+
+fn stored_type(t: MessageType) -> StoredMessageType {
+    match t {
+        MessageType::Normal => StoredMessageType::Normal,
+        MessageType::Fifo => StoredMessageType::Fifo,
+        MessageType::Delay => StoredMessageType::Delay,
+        MessageType::Transaction => StoredMessageType::Transaction,
+    }
+}
