@@ -296,12 +296,9 @@ impl Catalog {
         if !self.options.auto_create_topics {
             return Err(BrokerError::TopicNotFound(name.into()));
         }
-        let config = TopicConfig::new(
-            name,
-            self.options.default_partitions,
-            vec![MessageType::Normal],
-            self.options.default_durability,
-        );
+        // An auto-created topic takes every message type, like RocketMQ's mixed topics.
+        let all = vec![MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction];
+        let config = TopicConfig::new(name, self.options.default_partitions, all, self.options.default_durability);
         self.persist(&config)?;
         tracing::info!(topic = name, partitions = config.partitions, "topic auto-created");
         self.put_topic(config)

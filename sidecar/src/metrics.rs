@@ -167,6 +167,8 @@ struct BrokerCollector {
     connections_producer: IntGaugeVec,
     connections_consumer: IntGaugeVec,
     partition_end: IntGaugeVec,
+    timing: IntGaugeVec,
+    half: IntGaugeVec,
     descs: Vec<Desc>,
 }
 
@@ -193,11 +195,25 @@ impl BrokerCollector {
             "Next queue offset of each partition (messages ever stored in it).",
             &["topic", "partition"],
         );
-        let descs = [&lag, &inflight, &storage, &connections_producer, &connections_consumer, &partition_end]
-            .iter()
-            .flat_map(|g| g.desc().into_iter().cloned())
-            .collect();
-        Self { broker, lag, inflight, storage, connections_producer, connections_consumer, partition_end, descs }
+        let timing = gauge("rocketmq_timing_messages", "Delayed messages waiting for their delivery time.", &[]);
+        let half = gauge("rocketmq_half_messages", "Transactional half messages waiting for commit or rollback.", &[]);
+        let descs =
+            [&lag, &inflight, &storage, &connections_producer, &connections_consumer, &partition_end, &timing, &half]
+                .iter()
+                .flat_map(|g| g.desc().into_iter().cloned())
+                .collect();
+        Self {
+            broker,
+            lag,
+            inflight,
+            storage,
+            connections_producer,
+            connections_consumer,
+            partition_end,
+            timing,
+            half,
+            descs,
+        }
     }
 }
 
@@ -227,6 +243,8 @@ impl Collector for BrokerCollector {
         self.connections_producer.with_label_values::<&str>(&[]).set(clients.count(ClientKind::Producer) as i64);
         let consumers = clients.count(ClientKind::SimpleConsumer) + clients.count(ClientKind::PushConsumer);
         self.connections_consumer.with_label_values::<&str>(&[]).set(consumers as i64);
+        self.timing.with_label_values::<&str>(&[]).set(broker.delayed_waiting() as i64);
+        self.half.with_label_values::<&str>(&[]).set(broker.open_transactions() as i64);
         [
             &self.lag,
             &self.inflight,
@@ -234,6 +252,8 @@ impl Collector for BrokerCollector {
             &self.connections_producer,
             &self.connections_consumer,
             &self.partition_end,
+            &self.timing,
+            &self.half,
         ]
         .iter()
         .flat_map(|g| g.collect())

@@ -23,7 +23,8 @@ pub fn weirctl_binary() -> PathBuf {
     binary("weirctl")
 }
 
-fn binary(name: &str) -> PathBuf {
+/// A binary of this workspace (built by `cargo build --workspace --bins`).
+pub fn binary(name: &str) -> PathBuf {
     if let Ok(p) = std::env::var(format!("{}_BIN", name.replace('-', "_").to_uppercase())) {
         return PathBuf::from(p);
     }

@@ -352,6 +352,16 @@ impl Broker {
         }
     }
 
+    /// Delayed messages waiting for their time.
+    pub fn delayed_waiting(&self) -> u64 {
+        self.timer.waiting()
+    }
+
+    /// Transactions waiting for their outcome.
+    pub fn open_transactions(&self) -> usize {
+        self.transactions.len()
+    }
+
     /// Lag and in-flight per (group, topic).
     pub fn group_stats(&self) -> Vec<GroupStat> {
         let mut stats: HashMap<(Arc<str>, Arc<str>), GroupStat> = HashMap::new();
