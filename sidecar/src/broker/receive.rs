@@ -109,7 +109,7 @@ impl Broker {
         let mut deliveries = Vec::with_capacity(claimed.len());
         for Claimed { partition, offset, entry, lease } in claimed {
             match self.load(&partition, &entry) {
-                Ok(message) if req.filter.matches(&message.tag) => {
+                Ok(message) if req.filter.matches(&message.tag, &message.user_properties) => {
                     let labels = [topic.config.name.as_str(), group.name.as_str()];
                     self.metrics.messages_out.with_label_values(&labels).inc();
                     self.metrics.throughput_out.with_label_values(&labels).inc_by(message.body.len() as u64);
@@ -129,7 +129,7 @@ impl Broker {
                     });
                 }
                 Ok(_) => {
-                    // A tag-hash collision: the message does not match after all.
+                    // Excluded by the filter after all (a tag-hash collision, or a SQL filter).
                     self.finish_without_delivery(group, &partition, offset);
                 }
                 Err(e) => {

@@ -1,10 +1,14 @@
-//! Message filters of a subscription: RocketMQ tag expressions (`*`, `TagA || TagB`).
+//! Message filters of a subscription: RocketMQ tag expressions (`*`, `TagA || TagB`) and SQL92
+//! expressions over properties ([`crate::consume::sql`]).
 //!
 //! Filtering happens on the broker. The index keeps a hash of each message's tag, so most
-//! non-matching messages are skipped without reading them; a hash match is confirmed against the
-//! real tag once the message is read.
+//! non-matching messages of a tag filter are skipped without reading them; a hash match is
+//! confirmed against the real tag once the message is read. SQL filters need the properties, so
+//! they are evaluated on the message itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use crate::consume::sql;
 
 use crate::storage::index::tag_hash;
 
@@ -12,7 +16,7 @@ use crate::storage::index::tag_hash;
 pub const MAX_EXPRESSION_LEN: usize = 4096;
 
 /// A parsed filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
     /// Every message (`*` or an empty expression).
     All,
@@ -23,6 +27,8 @@ pub enum Filter {
         /// Their index hashes.
         hashes: HashSet<u32>,
     },
+    /// Messages a SQL92 expression selects.
+    Sql(sql::Expr),
 }
 
 /// Which language the expression is in.
@@ -46,10 +52,14 @@ pub enum FilterError {
         reason: String,
     },
     /// SQL92 filters are not available.
-    #[error(
-        "SQL92 filter expressions are not supported by this broker yet; use a tag expression such as `TagA || TagB`"
-    )]
-    SqlUnsupported,
+    /// The SQL92 expression does not parse.
+    #[error("invalid SQL92 filter {expression:?}: {reason}")]
+    InvalidSql {
+        /// The expression.
+        expression: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl Filter {
@@ -57,7 +67,9 @@ impl Filter {
     pub fn parse(kind: FilterKind, expression: &str) -> Result<Self, FilterError> {
         match kind {
             FilterKind::Tag => Self::parse_tags(expression),
-            FilterKind::Sql => Err(FilterError::SqlUnsupported),
+            FilterKind::Sql => sql::parse(expression)
+                .map(Self::Sql)
+                .map_err(|reason| FilterError::InvalidSql { expression: expression.into(), reason }),
         }
     }
 
@@ -91,16 +103,17 @@ impl Filter {
     /// Whether a message with this index tag hash can match (no false negatives).
     pub fn may_match(&self, hash: u32) -> bool {
         match self {
-            Self::All => true,
+            Self::All | Self::Sql(_) => true,
             Self::Tags { hashes, .. } => hashes.contains(&hash),
         }
     }
 
-    /// Whether a message with this tag matches.
-    pub fn matches(&self, tag: &str) -> bool {
+    /// Whether a message with this tag and these properties matches.
+    pub fn matches(&self, tag: &str, properties: &HashMap<String, String>) -> bool {
         match self {
             Self::All => true,
             Self::Tags { tags, .. } => tags.contains(tag),
+            Self::Sql(e) => e.matches(tag, properties),
         }
     }
 }
@@ -114,15 +127,16 @@ mod tests {
         for e in ["", "*", "  *  "] {
             let f = Filter::parse(FilterKind::Tag, e).unwrap();
             assert_eq!(f, Filter::All);
-            assert!(f.matches("") && f.matches("X") && f.may_match(0));
+            assert!(f.matches("", &HashMap::new()) && f.matches("X", &HashMap::new()) && f.may_match(0));
         }
     }
 
     #[test]
     fn tag_alternatives() {
         let f = Filter::parse(FilterKind::Tag, "TagA || TagB").unwrap();
-        assert!(f.matches("TagA") && f.matches("TagB"));
-        assert!(!f.matches("TagC") && !f.matches(""));
+        let none = HashMap::new();
+        assert!(f.matches("TagA", &none) && f.matches("TagB", &none));
+        assert!(!f.matches("TagC", &none) && !f.matches("", &none));
         assert!(f.may_match(tag_hash("TagA")) && !f.may_match(0));
     }
 
@@ -131,6 +145,9 @@ mod tests {
         for e in ["A ||", "|| B", "A || || B", "A | B", "A || *", "Tag A"] {
             assert!(matches!(Filter::parse(FilterKind::Tag, e), Err(FilterError::Invalid { .. })), "{e}");
         }
-        assert_eq!(Filter::parse(FilterKind::Sql, "a > 1"), Err(FilterError::SqlUnsupported));
+        assert!(matches!(Filter::parse(FilterKind::Sql, "a >"), Err(FilterError::InvalidSql { .. })));
+        let sql = Filter::parse(FilterKind::Sql, "a > 1").unwrap();
+        assert!(sql.may_match(0), "SQL filters cannot use the tag hash");
+        assert!(sql.matches("", &HashMap::from([("a".to_string(), "2".to_string())])));
     }
 }

@@ -8,6 +8,7 @@
 pub mod filter;
 pub mod progress;
 pub mod receipt;
+pub mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;
