@@ -13,6 +13,18 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+step "Python SDK for the integration tests (.venv)"
+if ! .venv/bin/python -c "import rocketmq" >/dev/null 2>&1; then
+  if ! python3 -m venv .venv; then
+    # Debian's python3 ships venv separately.
+    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-venv
+    python3 -m venv .venv
+  fi
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+fi
+.venv/bin/python -c "import rocketmq; print('rocketmq-python-client ready')"
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 

@@ -133,11 +133,19 @@ pub enum StartFrom {
     Timestamp(u64),
 }
 
+/// Separates a broadcasting group's name from a client id in the name of that client's progress.
+pub const BROADCAST_SEPARATOR: char = '#';
+
 /// Settings of a consumer group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupConfig {
-    /// Name.
+    /// Name under which progress is kept: the group's name, or for a broadcasting group
+    /// `<group>#<client id>` (see [`GroupConfig::for_client`]).
     pub name: String,
+    /// The group's configured name (metrics labels, dead-letter topic).
+    pub label: String,
+    /// Every client gets every message (broadcast consumption) instead of sharing them.
+    pub broadcast: bool,
     /// Deliver messages of a message group one at a time, in order.
     pub fifo: bool,
     /// Delivery attempts before a message goes to the dead-letter queue.
@@ -155,6 +163,8 @@ impl GroupConfig {
     pub fn auto(name: &str) -> Self {
         Self {
             name: name.into(),
+            label: name.into(),
+            broadcast: false,
             fifo: false,
             max_attempts: 17,
             start_from: StartFrom::Earliest,
@@ -162,6 +172,22 @@ impl GroupConfig {
             dead_letter: true,
         }
     }
+}
+
+impl GroupConfig {
+    /// The consumer a client's requests act as: the group itself, or for a broadcasting group the
+    /// client's own copy of it, with its own progress.
+    pub fn for_client(self: &Arc<Self>, client: &str) -> Arc<Self> {
+        if !self.broadcast {
+            return self.clone();
+        }
+        Arc::new(Self { name: format!("{}{BROADCAST_SEPARATOR}{client}", self.label), ..(**self).clone() })
+    }
+}
+
+/// The configured group a progress name belongs to (strips a broadcast client id).
+pub fn group_label(progress_name: &str) -> &str {
+    progress_name.split(BROADCAST_SEPARATOR).next().unwrap_or(progress_name)
 }
 
 /// A topic with its partitions.
@@ -330,6 +356,11 @@ impl Catalog {
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| BrokerError::internal(format!("write {}: {e}", path.display())))?;
         crate::storage::sync_dir(&self.meta_dir).map_err(BrokerError::Storage)
+    }
+
+    /// The group a client acts as (its own copy for a broadcasting group).
+    pub fn consumer(&self, name: &str, client: &str) -> Result<Arc<GroupConfig>, BrokerError> {
+        Ok(self.group(name)?.for_client(client))
     }
 
     /// The group's settings, creating default ones if allowed.

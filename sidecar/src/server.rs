@@ -242,6 +242,9 @@ async fn maintain(broker: Arc<Broker>, checkpoint_every: Duration, mut stop: tok
         }
         for client in broker.clients().expire() {
             broker.client_gone(&client);
+            if let Err(e) = broker.forget_broadcast_client(&client).await {
+                tracing::warn!(error = %e, "could not forget a departed broadcast consumer");
+            }
         }
     }
 }

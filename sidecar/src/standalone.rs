@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use weir_crds::consumer_group::{ConsumerGroup, Ordering, StartPosition};
+use weir_crds::consumer_group::{ConsumerGroup, ConsumptionMode, Ordering, StartPosition};
 use weir_crds::manifest::{Manifests, load_manifests};
 use weir_crds::topic::{self, Topic};
 
@@ -96,7 +96,9 @@ fn group_config(g: &ConsumerGroup) -> Result<GroupConfig> {
         }
     };
     Ok(GroupConfig {
+        label: name.clone(),
         name,
+        broadcast: spec.consumption_mode == ConsumptionMode::Broadcasting,
         fifo: spec.ordering == Ordering::Orderly,
         max_attempts: u32::try_from(spec.retry.max_attempts).unwrap_or(1).max(1),
         start_from,

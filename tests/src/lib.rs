@@ -242,3 +242,51 @@ pub mod sdk {
         c
     }
 }
+
+/// The Python SDK scenarios (`tests/python/clients.py`), run with the virtualenv the README's test
+/// command creates (`.venv`, or `WEIR_PYTHON`).
+pub mod python {
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+
+    /// The interpreter with `rocketmq-python-client` installed.
+    pub fn interpreter() -> PathBuf {
+        if let Ok(p) = std::env::var("WEIR_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+        assert!(
+            p.exists(),
+            "{} is missing: the README's test command (./scripts/test.sh) creates it with rocketmq-python-client",
+            p.display()
+        );
+        p
+    }
+
+    /// Starts a scenario; its stdout carries one JSON object per line.
+    pub fn spawn(scenario: &str, endpoint: &str, args: &[&str]) -> Child {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/clients.py");
+        Command::new(interpreter())
+            .arg(script)
+            .arg(scenario)
+            .args(["--endpoint", endpoint])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start python")
+    }
+
+    /// Runs a scenario to the end; panics with its output if it failed.
+    pub fn run(scenario: &str, endpoint: &str, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = spawn(scenario, endpoint, args).wait_with_output().expect("python runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "python scenario {scenario} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}

@@ -9,7 +9,7 @@ impl Broker {
     pub(crate) async fn dead_letter(&self, group: &GroupConfig, items: Vec<Exhausted>) -> Result<(), BrokerError> {
         let mut records = Vec::new();
         let mut done: HashMap<(String, u32), Vec<u64>> = HashMap::new();
-        let dlq = if group.dead_letter { Some(self.catalog.dead_letter_topic(&group.name)?) } else { None };
+        let dlq = if group.dead_letter { Some(self.catalog.dead_letter_topic(&group.label)?) } else { None };
         let now = now_ms();
         for item in &items {
             done.entry((item.partition.topic().to_owned(), item.partition.id())).or_default().push(item.offset);
@@ -50,7 +50,7 @@ impl Broker {
                 now as u64,
                 copy.encode_to_vec(),
             ));
-            self.metrics.dead_lettered.with_label_values(&[item.partition.topic(), group.name.as_str()]).inc();
+            self.metrics.dead_lettered.with_label_values(&[item.partition.topic(), group.label.as_str()]).inc();
         }
         for ((topic, partition), offsets) in done {
             let record =
@@ -64,9 +64,15 @@ impl Broker {
     /// A consumer gave up on a message (`ForwardMessageToDeadLetterQueue`, sent by push consumers
     /// of FIFO groups after their local retries): move it to the dead-letter queue now, which also
     /// frees its message group.
-    pub async fn forward_to_dead_letter(&self, group: &str, topic: &str, handle: &str) -> Result<(), BrokerError> {
+    pub async fn forward_to_dead_letter(
+        &self,
+        group: &str,
+        client: &str,
+        topic: &str,
+        handle: &str,
+    ) -> Result<(), BrokerError> {
         let topic = self.catalog.topic(topic)?;
-        let group = self.catalog.group(group)?;
+        let group = self.catalog.consumer(group, client)?;
         let (progress, receipt) = self.lease_of(&group, &topic, handle)?;
         let attempts = {
             let p = progress.lock();
@@ -109,7 +115,7 @@ impl Broker {
         group: &str,
         offsets: Option<Vec<u64>>,
     ) -> Result<(u32, Vec<String>), BrokerError> {
-        let group_config = self.catalog.group(group)?;
+        self.catalog.group(group)?;
         let name = format!("{DEAD_LETTER_PREFIX}{group}");
         let topic = self
             .catalog
@@ -118,7 +124,8 @@ impl Broker {
         let partition = topic.partitions[0].clone();
         let wanted = offsets.unwrap_or_else(|| (partition.start_offset()..partition.end_offset()).collect());
         let mut failures = Vec::new();
-        let mut revive: HashMap<(String, u32), Vec<u64>> = HashMap::new();
+        // Keyed by the progress the message left (a broadcasting group's client, or the group).
+        let mut revive: HashMap<(String, String, u32), Vec<u64>> = HashMap::new();
         for offset in wanted {
             let message = match partition.index.get(offset)? {
                 Some(entry) if !entry.is_hole() => self.load(&partition, &entry)?,
@@ -137,9 +144,13 @@ impl Broker {
                 .and_then(|t| t.partitions.get(origin.partition as usize).cloned());
             match original {
                 Some(p) if origin.offset >= p.start_offset() => {
-                    // Make sure the group has progress there (it has, unless its state was reset).
-                    self.progress(&group_config, &p).await?;
-                    revive.entry((origin.topic, origin.partition)).or_default().push(origin.offset);
+                    let key = ProgressKey::new(&origin.group, &origin.topic, origin.partition);
+                    if self.consumers.get(&key).is_none() {
+                        failures.push(format!("offset {offset}: {} no longer consumes {}", origin.group, origin.topic));
+                        continue;
+                    }
+                    let _ = p;
+                    revive.entry((origin.group, origin.topic, origin.partition)).or_default().push(origin.offset);
                 }
                 _ => failures.push(format!(
                     "offset {offset} (message {}): the original in {}/{} was deleted by retention",
@@ -150,8 +161,8 @@ impl Broker {
         let resent = revive.values().map(Vec::len).sum::<usize>() as u32;
         let records = revive
             .into_iter()
-            .map(|((topic, partition), offsets)| ProgressRecord {
-                group: group.to_owned(),
+            .map(|((group, topic, partition), offsets)| ProgressRecord {
+                group,
                 topic,
                 partition,
                 revive: offsets,

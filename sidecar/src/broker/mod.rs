@@ -21,7 +21,9 @@ use md5::{Digest, Md5};
 use parking_lot::Mutex;
 use prost::Message as _;
 
-use crate::catalog::{Catalog, DEAD_LETTER_PREFIX, GroupConfig, MessageType, StartFrom, Topic};
+use crate::catalog::{
+    BROADCAST_SEPARATOR, Catalog, DEAD_LETTER_PREFIX, GroupConfig, MessageType, StartFrom, Topic, group_label,
+};
 use crate::clients::Clients;
 use crate::consume::filter::Filter;
 use crate::consume::progress::{Lease, LeaseError, Progress};
@@ -362,24 +364,55 @@ impl Broker {
         self.transactions.len()
     }
 
-    /// Lag and in-flight per (group, topic).
+    /// Lag and in-flight per (group, topic). For a broadcasting group the lag is the largest of its
+    /// clients' and the in-flight count their sum.
     pub fn group_stats(&self) -> Vec<GroupStat> {
-        let mut stats: HashMap<(Arc<str>, Arc<str>), GroupStat> = HashMap::new();
+        let mut per_consumer: HashMap<(Arc<str>, Arc<str>), (u64, u64)> = HashMap::new();
         for (key, progress) in self.consumers.entries() {
             let Some(topic) = self.catalog.existing_topic(&key.topic) else { continue };
             let Some(partition) = topic.partitions.get(key.partition as usize) else { continue };
             let p = progress.lock();
-            let stat = stats.entry((key.group.clone(), key.topic.clone())).or_insert_with(|| GroupStat {
-                group: key.group.to_string(),
-                topic: key.topic.to_string(),
+            let entry = per_consumer.entry((key.group.clone(), key.topic.clone())).or_default();
+            entry.0 += p.lag(partition.end_offset());
+            entry.1 += p.leased() as u64;
+        }
+        let mut stats: HashMap<(String, String), GroupStat> = HashMap::new();
+        for ((group, topic), (lag, inflight)) in per_consumer {
+            let label = group_label(&group).to_owned();
+            let stat = stats.entry((label.clone(), topic.to_string())).or_insert_with(|| GroupStat {
+                group: label,
+                topic: topic.to_string(),
                 lag: 0,
                 inflight: 0,
             });
-            stat.lag += p.lag(partition.end_offset());
-            stat.inflight += p.leased() as u64;
+            stat.lag = stat.lag.max(lag);
+            stat.inflight += inflight;
         }
         let mut v: Vec<GroupStat> = stats.into_values().collect();
         v.sort_by(|a, b| (&a.group, &a.topic).cmp(&(&b.group, &b.topic)));
         v
+    }
+
+    /// Drops the progress a broadcasting group kept for `client` (it has been gone past the TTL).
+    pub async fn forget_broadcast_client(&self, client: &str) -> Result<(), BrokerError> {
+        let suffix = format!("{BROADCAST_SEPARATOR}{client}");
+        let records: Vec<ProgressRecord> = self
+            .consumers
+            .entries()
+            .into_iter()
+            .filter(|(k, _)| k.group.ends_with(&suffix))
+            .map(|(k, _)| ProgressRecord {
+                group: k.group.to_string(),
+                topic: k.topic.to_string(),
+                partition: k.partition,
+                forget: true,
+                ..Default::default()
+            })
+            .collect();
+        if !records.is_empty() {
+            tracing::info!(client, entries = records.len(), "forgetting a departed broadcast consumer");
+            self.append_progress(records).await?;
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ impl Broker {
     /// `req.poll_until` passes. An empty result means nothing arrived in time.
     pub async fn receive(&self, req: &ReceiveRequest) -> Result<Vec<Delivery>, BrokerError> {
         let topic = self.catalog.topic(&req.topic)?;
-        let group = self.catalog.group(&req.group)?;
+        let group = self.catalog.consumer(&req.group, &req.client)?;
         let invisible = match (req.invisible, req.auto_renew) {
             (Some(d), _) => self.check_invisible(d, self.config.min_invisible)?,
             (None, true) => self.config.auto_renew_lease,
@@ -110,7 +110,7 @@ impl Broker {
         for Claimed { partition, offset, entry, lease } in claimed {
             match self.load(&partition, &entry) {
                 Ok(message) if req.filter.matches(&message.tag, &message.user_properties) => {
-                    let labels = [topic.config.name.as_str(), group.name.as_str()];
+                    let labels = [topic.config.name.as_str(), group.label.as_str()];
                     self.metrics.messages_out.with_label_values(&labels).inc();
                     self.metrics.throughput_out.with_label_values(&labels).inc_by(message.body.len() as u64);
                     let receipt = Receipt {
@@ -153,11 +153,12 @@ impl Broker {
     pub async fn ack(
         &self,
         group: &str,
+        client: &str,
         topic: &str,
         handles: &[String],
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
         let topic = self.catalog.topic(topic)?;
-        let group = self.catalog.group(group)?;
+        let group = self.catalog.consumer(group, client)?;
         let mut results = Vec::with_capacity(handles.len());
         let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
         for handle in handles {
@@ -207,12 +208,13 @@ impl Broker {
     pub fn change_invisible(
         &self,
         group: &str,
+        client: &str,
         topic: &str,
         handle: &str,
         invisible: Duration,
     ) -> Result<String, BrokerError> {
         let topic = self.catalog.topic(topic)?;
-        let group = self.catalog.group(group)?;
+        let group = self.catalog.consumer(group, client)?;
         let invisible = self.check_invisible(invisible, Duration::ZERO)?;
         let (progress, receipt) = self.lease_of(&group, &topic, handle)?;
         let generation = self.consumers.next_generation();
@@ -293,7 +295,7 @@ impl Claimer<'_> {
                 break;
             }
             let renewed = self.new_lease(now, lease.attempt + 1, lease.group_hash);
-            broker.metrics.redeliveries.with_label_values(&[partition.topic(), self.group.name.as_str()]).inc();
+            broker.metrics.redeliveries.with_label_values(&[partition.topic(), self.group.label.as_str()]).inc();
             self.take(p, partition, offset, entry, renewed);
         }
         Ok(())

@@ -43,6 +43,9 @@ pub struct ProgressRecord {
     /// Done offsets handed back to the group for another delivery (dead-letter resend).
     #[prost(uint64, repeated, tag = "6")]
     pub revive: Vec<u64>,
+    /// Drop this progress entirely (a broadcasting group's client that went away for good).
+    #[prost(bool, tag = "7")]
+    pub forget: bool,
 }
 
 /// The snapshot stored in checkpoints.
@@ -143,6 +146,10 @@ impl StateMachine for Consumers {
             return;
         };
         let key = ProgressKey::new(&record.group, &record.topic, record.partition);
+        if record.forget {
+            self.progress.write().remove(&key);
+            return;
+        }
         let progress = self.get_or_start(key, record.start_at.unwrap_or(0));
         let mut p = progress.lock();
         if let Some(start) = record.start_at {
@@ -192,7 +199,7 @@ mod tests {
     use super::*;
 
     fn record(done: Vec<u64>, start_at: Option<u64>) -> Vec<u8> {
-        ProgressRecord { group: "g".into(), topic: "t".into(), partition: 1, done, start_at, revive: vec![] }
+        ProgressRecord { group: "g".into(), topic: "t".into(), partition: 1, done, start_at, ..Default::default() }
             .encode_to_vec()
     }
 

@@ -274,7 +274,9 @@ impl Progress {
         }
     }
 
-    /// Changes the deadline of the lease `generation` refers to and gives it a new generation.
+    /// Changes the deadline of the lease `generation` refers to and gives it a new generation. The
+    /// client now decides when the message comes back (a push consumer's nack), so the broker stops
+    /// renewing it automatically.
     pub fn renew(
         &mut self,
         offset: u64,
@@ -285,6 +287,7 @@ impl Progress {
         let mut lease = self.check(offset, generation)?.clone();
         lease.deadline = deadline;
         lease.generation = new_generation;
+        lease.auto_renew = false;
         self.lease(offset, lease.clone());
         Ok(lease)
     }

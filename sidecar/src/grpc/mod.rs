@@ -256,7 +256,7 @@ impl MessagingService for Messaging {
         let handles: Vec<String> = req.entries.iter().map(|e| e.receipt_handle.clone()).collect();
         let result = match caller {
             Ok(_) if req.entries.is_empty() => Err(BrokerError::BadRequest("AckMessage carries no entries".into())),
-            Ok(_) => self.broker.ack(name(&req.group), name(&req.topic), &handles).await,
+            Ok(c) => self.broker.ack(name(&req.group), &c.client_id, name(&req.topic), &handles).await,
             Err(e) => Err(e),
         };
         let response = match result {
@@ -287,7 +287,11 @@ impl MessagingService for Messaging {
         let (language, caller) = caller(&request);
         let req = request.into_inner();
         let result = match caller {
-            Ok(_) => self.broker.forward_to_dead_letter(name(&req.group), name(&req.topic), &req.receipt_handle).await,
+            Ok(c) => {
+                self.broker
+                    .forward_to_dead_letter(name(&req.group), &c.client_id, name(&req.topic), &req.receipt_handle)
+                    .await
+            }
             Err(e) => Err(e),
         };
         let status = result.map_or_else(|e| error_status(&e, &language), |()| ok());
@@ -391,11 +395,17 @@ impl MessagingService for Messaging {
         let started = Instant::now();
         let (language, caller) = caller(&request);
         let req = request.into_inner();
-        let result = caller.and_then(|_| {
+        let result = caller.and_then(|c| {
             let invisible = req.invisible_duration.as_ref().and_then(convert::duration).ok_or_else(|| {
                 BrokerError::IllegalInvisibleTime("invisible_duration is required and must not be negative".into())
             })?;
-            self.broker.change_invisible(name(&req.group), name(&req.topic), &req.receipt_handle, invisible)
+            self.broker.change_invisible(
+                name(&req.group),
+                &c.client_id,
+                name(&req.topic),
+                &req.receipt_handle,
+                invisible,
+            )
         });
         let response = match result {
             Ok(handle) => pb::ChangeInvisibleDurationResponse { status: Some(ok()), receipt_handle: handle },
