@@ -156,6 +156,8 @@ pub struct GroupConfig {
     pub consume_enabled: bool,
     /// Move messages past `max_attempts` to `%DLQ%<group>` (otherwise they are dropped).
     pub dead_letter: bool,
+    /// Topics the group is declared to consume (its lag is reported before it first receives).
+    pub subscriptions: Vec<String>,
 }
 
 impl GroupConfig {
@@ -170,6 +172,7 @@ impl GroupConfig {
             start_from: StartFrom::Earliest,
             consume_enabled: true,
             dead_letter: true,
+            subscriptions: Vec::new(),
         }
     }
 }

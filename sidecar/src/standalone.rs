@@ -46,7 +46,7 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Declared> {
         declared.topics.push(config);
     }
     for g in &all.consumer_groups {
-        declared.groups.push(group_config(g)?);
+        declared.groups.push(group_config(g, &all)?);
     }
     Ok(declared)
 }
@@ -80,7 +80,7 @@ fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
     Ok((config, time, bytes))
 }
 
-fn group_config(g: &ConsumerGroup) -> Result<GroupConfig> {
+fn group_config(g: &ConsumerGroup, all: &Manifests) -> Result<GroupConfig> {
     let name = g.effective_name().context("a ConsumerGroup has neither spec.groupName nor metadata.name")?.to_owned();
     let spec = &g.spec;
     let start_from = match spec.start_from.position {
@@ -103,6 +103,14 @@ fn group_config(g: &ConsumerGroup) -> Result<GroupConfig> {
         max_attempts: u32::try_from(spec.retry.max_attempts).unwrap_or(1).max(1),
         start_from,
         consume_enabled: spec.consume_enabled,
+        // A topicRef names a Topic object; its RocketMQ name may differ (spec.topicName).
+        subscriptions: spec
+            .subscriptions
+            .iter()
+            .map(|s| {
+                all.topic(&s.topic_ref.name).and_then(|t| t.effective_name()).unwrap_or(&s.topic_ref.name).to_owned()
+            })
+            .collect(),
         dead_letter: spec.retry.dead_letter.enabled,
     })
 }

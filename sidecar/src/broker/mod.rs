@@ -376,6 +376,27 @@ impl Broker {
             entry.0 += p.lag(partition.end_offset());
             entry.1 += p.leased() as u64;
         }
+        // Declared subscriptions the group never received from yet: everything it would get is lag
+        // (what a burst with no consumer running looks like).
+        for group in self.catalog.groups().iter().filter(|g| !g.broadcast) {
+            for name in &group.subscriptions {
+                let Some(topic) = self.catalog.existing_topic(name) else { continue };
+                let key = (Arc::<str>::from(group.name.as_str()), Arc::<str>::from(name.as_str()));
+                if per_consumer.contains_key(&key) {
+                    continue;
+                }
+                let mut lag = 0;
+                for p in &topic.partitions {
+                    let start = match group.start_from {
+                        StartFrom::Earliest => p.start_offset(),
+                        StartFrom::Latest => p.end_offset(),
+                        StartFrom::Timestamp(ms) => p.index.offset_for_time(ms).unwrap_or(p.end_offset()),
+                    };
+                    lag += p.end_offset().saturating_sub(start);
+                }
+                per_consumer.insert(key, (lag, 0));
+            }
+        }
         let mut stats: HashMap<(String, String), GroupStat> = HashMap::new();
         for ((group, topic), (lag, inflight)) in per_consumer {
             let label = group_label(&group).to_owned();

@@ -1,0 +1,121 @@
+//! Peak shaving: a burst of 200,000 messages arrives with no consumer running; the backlog waits on
+//! disk, lag is visible in `weirctl stats` and `/metrics`, a consumer drains it at its own pace
+//! (small batches), lag falls to zero, and the broker's resident memory stays bounded throughout.
+
+use weir_proto::rocketmq::v2 as pb;
+use weir_tests::raw::{self, code, resource};
+use weir_tests::{Sidecar, metric_sum, weirctl_binary, write_manifest};
+
+const BURST: usize = 200_000;
+const BODY: usize = 1024;
+/// The bound stated in the issue note: the backlog (~220 MB on disk) must not be held in memory.
+const RSS_BOUND: u64 = 192 << 20;
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+fn stats_lag(url: &str) -> u64 {
+    let out = std::process::Command::new(weirctl_binary())
+        .args(["--server", url, "stats", "-g", "fulfilment", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["groups"].as_array().unwrap().iter().map(|g| g["lag"].as_u64().unwrap()).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_absorbed_and_drained_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        "sale.yaml",
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata: {name: flash-sale}\nspec: {partitions: 8}\n---\n\
+         apiVersion: weir.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {name: fulfilment}\n\
+         spec: {subscriptions: [{topicRef: {name: flash-sale}}], startFrom: {position: Earliest}}\n",
+    );
+    let broker = Sidecar::start(&dir.path().join("data"), &["-f", manifest.to_str().unwrap()]).unwrap();
+    let url = broker.access_url();
+    let mut peak_rss = 0;
+
+    // The burst: 200,000 orders, nobody consuming.
+    let mut producer = raw::connect(broker.grpc, Some("flash-sale-frontend@1")).await;
+    for batch in 0..BURST / 500 {
+        let messages = (0..500)
+            .map(|i| raw::message("flash-sale", &format!("o-{batch}-{i}"), Some("order"), vec![b'o'; BODY]))
+            .collect();
+        let r = producer.send_message(pb::SendMessageRequest { messages }).await.unwrap().into_inner();
+        assert_eq!(code(&r.status), pb::Code::Ok);
+        if batch % 50 == 0 {
+            peak_rss = peak_rss.max(rss_bytes(broker.pid()));
+        }
+    }
+    assert_eq!(stats_lag(&url), BURST as u64, "weirctl stats shows the whole backlog as lag");
+    let scrape = broker.scrape().unwrap();
+    assert_eq!(
+        metric_sum(&scrape, "rocketmq_consumer_lag_messages", &[("consumer_group", "fulfilment")]),
+        BURST as f64
+    );
+
+    // The consumer drains at its own pace: 100 messages per receive, acknowledged per batch.
+    let mut consumer = raw::connect(broker.grpc, Some("fulfilment-worker@1")).await;
+    let mut drained = 0;
+    let mut lag_seen_falling = false;
+    while drained < BURST {
+        let mut request = raw::receive_request("fulfilment", "flash-sale", "*", 60_000);
+        request.batch_size = 100;
+        let (rc, messages) = raw::receive(&mut consumer, request).await;
+        assert_eq!(rc, pb::Code::Ok, "the backlog ran dry after {drained} messages");
+        let entries = messages
+            .iter()
+            .map(|m| {
+                let sys = m.system_properties.clone().unwrap();
+                pb::AckMessageEntry {
+                    message_id: sys.message_id,
+                    receipt_handle: sys.receipt_handle.unwrap(),
+                    lite_topic: None,
+                }
+            })
+            .collect();
+        let ack = consumer
+            .ack_message(pb::AckMessageRequest {
+                group: resource("fulfilment"),
+                topic: resource("flash-sale"),
+                entries,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&ack.status), pb::Code::Ok);
+        drained += messages.len();
+        if drained % 50_000 < 100 {
+            peak_rss = peak_rss.max(rss_bytes(broker.pid()));
+            let lag = stats_lag(&url);
+            assert_eq!(lag, (BURST - drained) as u64);
+            lag_seen_falling = true;
+        }
+    }
+    assert!(lag_seen_falling);
+    assert_eq!(stats_lag(&url), 0, "lag falls to zero in weirctl stats");
+    let scrape = broker.scrape().unwrap();
+    assert_eq!(metric_sum(&scrape, "rocketmq_consumer_lag_messages", &[("consumer_group", "fulfilment")]), 0.0);
+    assert_eq!(metric_sum(&scrape, "rocketmq_consumer_inflight_messages", &[("consumer_group", "fulfilment")]), 0.0);
+    println!("peak broker RSS during burst and drain: {} MiB", peak_rss >> 20);
+    assert!(
+        peak_rss < RSS_BOUND,
+        "broker RSS peaked at {} MiB, over the {} MiB bound",
+        peak_rss >> 20,
+        RSS_BOUND >> 20
+    );
+}
