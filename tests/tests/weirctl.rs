@@ -127,3 +127,27 @@ fn no_broker_gives_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach a Weir broker") && err.contains("weir-sidecar standalone"), "{err}");
 }
+
+#[test]
+fn demo_walks_the_five_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/examples/demo.yaml");
+    let broker = Sidecar::start(&dir.path().join("data"), &["-f", demo.to_str().unwrap()]).unwrap();
+    let out = ok(&weirctl(&broker.access_url(), &["demo"], None));
+    for line in [
+        "1. Asynchronous decoupling",
+        "2. Transactional",
+        "3. Ordered",
+        "4. Peak shaving",
+        "5. Broadcast",
+        "All five scenarios behaved",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Without the demo manifests it says what to do.
+    let bare = tempfile::tempdir().unwrap();
+    let plain = Sidecar::start(&bare.path().join("data"), &["--no-auto-create"]).unwrap();
+    let out = weirctl(&plain.access_url(), &["demo"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("crds/examples/demo.yaml"));
+}

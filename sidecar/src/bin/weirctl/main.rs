@@ -3,19 +3,20 @@
 //! `produce` and `consume` speak the same RocketMQ 5 gRPC protocol as the official SDKs; `topics`
 //! and `stats` use Weir's admin API on the same port.
 
+mod client;
+mod demo;
+
 use std::io::{BufRead, IsTerminal};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use tonic::metadata::MetadataValue;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use weir_proto::rocketmq::v2 as pb;
-use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use weir_proto::weir::admin::v1 as admin;
 use weir_proto::weir::admin::v1::admin_client::AdminClient;
+
+use client::{Ids, connect, messaging};
 
 #[derive(Debug, Parser)]
 #[command(name = "weirctl", version, about = "Produce, consume and inspect against a Weir broker")]
@@ -93,6 +94,9 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Walk through Weir's five scenarios against a running broker and show what happens.
+    /// Start the broker with the demo manifests: `weir-sidecar standalone -f crds/examples/demo.yaml`.
+    Demo,
     /// Show storage, partition offsets and consumer lag.
     Stats {
         /// Only this topic.
@@ -142,85 +146,6 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
-/// Adds the RocketMQ client headers.
-#[derive(Debug, Clone)]
-struct Headers {
-    client_id: MetadataValue<tonic::metadata::Ascii>,
-}
-
-impl Interceptor for Headers {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("x-mq-client-id", self.client_id.clone());
-        req.metadata_mut().insert("x-mq-language", MetadataValue::from_static("WEIRCTL"));
-        Ok(req)
-    }
-}
-
-type Messaging = MessagingServiceClient<InterceptedService<Channel, Headers>>;
-
-async fn connect(server: &str) -> Result<Channel> {
-    let uri = format!("http://{server}");
-    let endpoint =
-        Channel::from_shared(uri.clone()).with_context(|| format!("{server:?} is not a host:port address"))?;
-    endpoint.connect_timeout(Duration::from_secs(3)).connect().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach a Weir broker at {server} ({}).\nIs it running? Start one with `weir-sidecar standalone`, \
-             or point --server / WEIR_SERVER at it.",
-            root_cause(&e)
-        )
-    })
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
-fn client_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("weirctl@{host}@{}", std::process::id())
-}
-
-async fn messaging(server: &str) -> Result<Messaging> {
-    let channel = connect(server).await?;
-    let headers = Headers { client_id: MetadataValue::try_from(client_id()).context("client id is not ASCII")? };
-    Ok(MessagingServiceClient::with_interceptor(channel, headers))
-}
-
-fn check(status: &Option<pb::Status>, what: &str) -> Result<()> {
-    let s = status.as_ref().with_context(|| format!("{what}: the broker sent no status"))?;
-    if s.code == pb::Code::Ok as i32 {
-        return Ok(());
-    }
-    let name = pb::Code::try_from(s.code).map(|c| c.as_str_name()).unwrap_or("UNKNOWN");
-    bail!("{what} failed: {name} ({}): {}", s.code, s.message)
-}
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource { resource_namespace: String::new(), name: name.to_owned() })
-}
-
-/// Message ids unique per process: pid, start time, counter, as upper-case hex like RocketMQ's.
-struct Ids {
-    prefix: String,
-    next: u64,
-}
-
-impl Ids {
-    fn new() -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Self { prefix: format!("{:08X}{nanos:016X}", std::process::id()), next: 0 }
-    }
-
-    fn next(&mut self) -> String {
-        self.next += 1;
-        format!("{}{:08X}", self.prefix, self.next)
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn produce(
     server: &str,
@@ -244,36 +169,21 @@ async fn produce(
     let mut ids = Ids::new();
     let mut sent = 0;
     for chunk in bodies.chunks(64) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let messages = chunk
             .iter()
-            .map(|b| pb::Message {
-                topic: resource(&topic),
-                user_properties: properties.iter().cloned().collect(),
-                system_properties: Some(pb::SystemProperties {
-                    tag: tag.clone(),
-                    keys: keys.clone(),
-                    message_id: ids.next(),
-                    message_type: pb::MessageType::Normal as i32,
-                    body_encoding: pb::Encoding::Identity as i32,
-                    born_timestamp: Some(prost_types::Timestamp {
-                        seconds: now.as_secs() as i64,
-                        nanos: now.subsec_nanos() as i32,
-                    }),
-                    born_host: std::env::var("HOSTNAME").unwrap_or_default(),
-                    ..Default::default()
-                }),
-                body: b.clone().into_bytes().into(),
+            .map(|b| {
+                let mut m = client::message(&topic, ids.next(), b.as_bytes());
+                m.user_properties = properties.iter().cloned().collect();
+                let sys = m.system_properties.as_mut().expect("set by client::message");
+                sys.tag = tag.clone();
+                sys.keys = keys.clone();
+                m
             })
             .collect();
-        let response =
-            client.send_message(pb::SendMessageRequest { messages }).await.context("SendMessage")?.into_inner();
-        for entry in &response.entries {
-            check(&entry.status, "send")?;
+        for entry in client::send(&mut client, messages).await? {
             println!("sent {} offset {}", entry.message_id, entry.offset);
             sent += 1;
         }
-        check(&response.status, "send")?;
     }
     eprintln!("{sent} message(s) sent to {topic}");
     Ok(())
@@ -290,59 +200,22 @@ async fn consume(
     no_ack: bool,
     output: Output,
 ) -> Result<()> {
-    use pb::receive_message_response::Content;
     let mut client = messaging(server).await?;
     let mut received = 0;
     let mut last = Instant::now();
     while count.is_none_or(|c| received < c) && last.elapsed() < wait {
         let poll = wait.saturating_sub(last.elapsed()).min(Duration::from_secs(20));
         let want = count.map_or(32, |c| (c - received).min(32)) as i32;
-        let request = pb::ReceiveMessageRequest {
-            group: resource(&group),
-            message_queue: Some(pb::MessageQueue { topic: resource(&topic), ..Default::default() }),
-            filter_expression: Some(pb::FilterExpression {
-                r#type: pb::FilterType::Tag as i32,
-                expression: filter.clone(),
-            }),
-            batch_size: want,
-            invisible_duration: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
-            auto_renew: false,
-            long_polling_timeout: Some(prost_types::Duration {
-                seconds: poll.as_secs() as i64,
-                nanos: poll.subsec_nanos() as i32,
-            }),
-            attempt_id: None,
-        };
-        let mut stream = client.receive_message(request).await.context("ReceiveMessage")?.into_inner();
-        let mut messages = Vec::new();
-        while let Some(item) = stream.message().await.context("ReceiveMessage stream")? {
-            match item.content {
-                Some(Content::Status(s)) if s.code != pb::Code::MessageNotFound as i32 => check(&Some(s), "receive")?,
-                Some(Content::Message(m)) => messages.push(m),
-                _ => {}
-            }
-        }
+        let messages = client::receive(&mut client, &group, &topic, &filter, want, poll).await?;
         if !messages.is_empty() {
             last = Instant::now();
         }
-        let mut acks = Vec::new();
-        for m in messages {
-            print_message(&m, output);
+        for m in &messages {
+            print_message(m, output);
             received += 1;
-            let sys = m.system_properties.unwrap_or_default();
-            acks.push(pb::AckMessageEntry {
-                message_id: sys.message_id,
-                receipt_handle: sys.receipt_handle.unwrap_or_default(),
-                lite_topic: None,
-            });
         }
-        if !no_ack && !acks.is_empty() {
-            let response = client
-                .ack_message(pb::AckMessageRequest { group: resource(&group), topic: resource(&topic), entries: acks })
-                .await
-                .context("AckMessage")?
-                .into_inner();
-            check(&response.status, "ack")?;
+        if !no_ack {
+            client::ack(&mut client, &group, &topic, &messages).await?;
         }
     }
     eprintln!("{received} message(s) received from {topic} as group {group}");
@@ -517,6 +390,7 @@ async fn main() {
         }
         Command::Topics { output } => topics(&server, output).await,
         Command::Dlq { command } => dlq(&server, command).await,
+        Command::Demo => demo::run(&server).await,
         Command::Stats { topic, group, output } => stats(&server, topic, group, output).await,
     };
     if let Err(e) = result {
