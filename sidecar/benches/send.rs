@@ -98,6 +98,7 @@ async fn main() {
             topics: vec![topic("bench-sync", Durability::Sync), topic("bench-async", Durability::Async)],
             ..Default::default()
         },
+        peers: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (running, done) = server::start(options, async move {

@@ -21,6 +21,7 @@ use crate::consume::Consumers;
 use crate::delay::Timer;
 use crate::grpc::Messaging;
 use crate::grpc::admin::AdminService;
+use crate::grpc::forward::Peers;
 use crate::grpc::route::Advertised;
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
@@ -56,6 +57,8 @@ pub struct ServerOptions {
     pub broker: BrokerConfig,
     /// Topics and groups from manifests.
     pub declared: Declared,
+    /// Other brokers by id (`host:port`), for forwarding requests to their owner.
+    pub peers: std::collections::HashMap<u32, String>,
 }
 
 /// A broker that is serving.
@@ -147,10 +150,11 @@ pub async fn start(
         port: grpc_addr.port(),
         broker_name: format!("weir-broker-{}", options.broker.broker_id),
     };
-    let service = MessagingServiceServer::new(Messaging::new(broker.clone(), advertised))
-        .max_decoding_message_size(MAX_REQUEST_BYTES)
-        .max_encoding_message_size(MAX_REQUEST_BYTES)
-        .accept_compressed(CompressionEncoding::Gzip);
+    let service =
+        MessagingServiceServer::new(Messaging::new(broker.clone(), advertised, Peers::new(options.peers.clone())))
+            .max_decoding_message_size(MAX_REQUEST_BYTES)
+            .max_encoding_message_size(MAX_REQUEST_BYTES)
+            .accept_compressed(CompressionEncoding::Gzip);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<MessagingServiceServer<Messaging>>().await;
 

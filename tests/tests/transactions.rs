@@ -155,3 +155,43 @@ async fn an_open_transaction_survives_a_broker_crash() {
     let _producer = transaction_producer(&url, "payments", db, false).await;
     assert_eq!(receive_until(&url, "payments", "ledger", "pay-across-crash").await, ["pay-across-crash"]);
 }
+
+/// The Rust SDK sends EndTransaction to its access point, which need not be the broker holding the
+/// half message: the transaction id names the owner, and the receiving broker forwards it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_transaction_reaching_another_broker_is_forwarded_to_the_owner() {
+    use weir_proto::rocketmq::v2 as pb;
+    use weir_tests::raw::{self, code, resource};
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = manifest(dir.path());
+    let owner = Sidecar::start(&dir.path().join("owner"), &["-f", &manifest, "--broker-id", "1"]).unwrap();
+    let peer = format!("1={}", owner.access_url());
+    let front =
+        Sidecar::start(&dir.path().join("front"), &["-f", &manifest, "--broker-id", "0", "--peer", &peer]).unwrap();
+
+    let mut to_owner = raw::connect(owner.grpc, Some("payment-service@1")).await;
+    let mut half = raw::message("payments", "forwarded-1", None, b"pay-forwarded".to_vec());
+    half.system_properties.as_mut().unwrap().message_type = pb::MessageType::Transaction as i32;
+    let sent = to_owner.send_message(pb::SendMessageRequest { messages: vec![half] }).await.unwrap().into_inner();
+    let transaction_id = sent.entries[0].transaction_id.clone();
+    assert!(transaction_id.starts_with("1-"), "the owner's id is in the transaction id: {transaction_id}");
+
+    let mut to_front = raw::connect(front.grpc, Some("payment-service@1")).await;
+    let end = |resolution: pb::TransactionResolution| pb::EndTransactionRequest {
+        topic: resource("payments"),
+        message_id: "forwarded-1".into(),
+        transaction_id: transaction_id.clone(),
+        resolution: resolution as i32,
+        source: pb::TransactionSource::SourceClient as i32,
+        trace_context: String::new(),
+    };
+    let r = to_front.end_transaction(end(pb::TransactionResolution::Commit)).await.unwrap().into_inner();
+    assert_eq!(code(&r.status), pb::Code::Ok);
+    assert_eq!(receive_until(&owner.access_url(), "payments", "ledger", "pay-forwarded").await, ["pay-forwarded"]);
+
+    // A transaction of a broker nobody knows is refused with a reason, not lost.
+    let mut unknown = end(pb::TransactionResolution::Commit);
+    unknown.transaction_id = "7-0001".into();
+    let r = to_front.end_transaction(unknown).await.unwrap().into_inner();
+    assert_eq!(code(&r.status), pb::Code::InvalidTransactionId);
+}

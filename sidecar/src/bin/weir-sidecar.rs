@@ -83,9 +83,24 @@ struct StandaloneArgs {
     /// Delete the oldest log segments while the log is larger than this (e.g. 50Gi).
     #[arg(long)]
     retention_bytes: Option<String>,
+    /// This broker's id (it names the broker in receipt handles and transaction ids).
+    #[arg(long, default_value_t = 0, env = "WEIR_BROKER_ID")]
+    broker_id: u32,
+    /// Another broker, as ID=HOST:PORT (repeatable): requests for what it owns are forwarded to it.
+    #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
+    peers: Vec<(u32, String)>,
     /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
     #[arg(long, default_value = "5s")]
     checkpoint_interval: String,
+}
+
+fn parse_peer(s: &str) -> Result<(u32, String), String> {
+    let (id, address) = s.split_once('=').ok_or_else(|| format!("{s:?} is not ID=HOST:PORT"))?;
+    let id = id.parse().map_err(|_| format!("{id:?} is not a broker id (a number)"))?;
+    if !address.contains(':') {
+        return Err(format!("{address:?} is not HOST:PORT"));
+    }
+    Ok((id, address.to_owned()))
 }
 
 fn init_logging(format: LogFormat) {
@@ -142,8 +157,9 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
                 DurabilityArg::Async => Durability::Async,
             },
         },
-        broker: BrokerConfig::default(),
+        broker: BrokerConfig { broker_id: args.broker_id, ..BrokerConfig::default() },
         declared,
+        peers: args.peers.into_iter().collect(),
     };
     let topics = options.declared.topics.len();
     let groups = options.declared.groups.len();

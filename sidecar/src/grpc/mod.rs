@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod context;
 pub mod convert;
+pub mod forward;
 pub mod route;
 pub mod session;
 pub mod status;
@@ -26,6 +27,7 @@ use crate::consume::filter::{Filter, FilterKind};
 use crate::error::BrokerError;
 use context::Caller;
 use convert::name;
+use forward::Peers;
 use route::Advertised;
 use status::{batch_status, error_status, ok};
 
@@ -37,14 +39,15 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(1000);
 pub struct Messaging {
     broker: Arc<Broker>,
     advertised: Arc<Advertised>,
+    peers: Arc<Peers>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
 
 impl Messaging {
     /// A service answering for `broker`, advertising `advertised` in routes.
-    pub fn new(broker: Arc<Broker>, advertised: Advertised) -> Self {
-        Self { broker, advertised: Arc::new(advertised) }
+    pub fn new(broker: Arc<Broker>, advertised: Advertised, peers: Peers) -> Self {
+        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers) }
     }
 
     fn observe(&self, rpc: &str, code: i32, started: Instant) {
@@ -345,13 +348,20 @@ impl MessagingService for Messaging {
             Ok(pb::TransactionResolution::Rollback) => Resolution::Rollback,
             _ => Resolution::Unknown,
         };
-        let result = match caller {
-            Ok(_) => {
-                self.broker.end_transaction(name(&req.topic), &req.message_id, &req.transaction_id, resolution).await
+        let owner = forward::transaction_owner(&req.transaction_id);
+        let status = match caller {
+            // Another broker holds the half message: pass the request on.
+            Ok(c) if owner.is_some_and(|o| o != self.broker.config().broker_id) => {
+                let owner = owner.expect("checked");
+                self.peers.end_transaction(owner, &c, req).await.unwrap_or_else(|e| error_status(&e, &language))
             }
-            Err(e) => Err(e),
+            Ok(_) => self
+                .broker
+                .end_transaction(name(&req.topic), &req.message_id, &req.transaction_id, resolution)
+                .await
+                .map_or_else(|e| error_status(&e, &language), |()| ok()),
+            Err(e) => error_status(&e, &language),
         };
-        let status = result.map_or_else(|e| error_status(&e, &language), |()| ok());
         Ok(Response::new(pb::EndTransactionResponse { status: Some(status) }))
     }
 
