@@ -70,7 +70,7 @@ impl Peers {
         let response = client.end_transaction(request).await.map_err(|e| {
             BrokerError::internal(format!("forwarding EndTransaction to broker {broker}: {}", e.message()))
         })?;
-        Ok(response.into_inner().status.unwrap_or_else(|| crate::grpc::status::ok()))
+        Ok(response.into_inner().status.unwrap_or_else(crate::grpc::status::ok))
     }
 }
 
