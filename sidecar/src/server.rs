@@ -128,7 +128,7 @@ pub async fn start(
         store.clone(),
         catalog,
         state,
-        Clients::new(Duration::from_secs(120)),
+        Clients::new(options.broker.client_ttl),
         metrics.clone(),
     ));
     metrics.register_broker(&broker);
@@ -245,8 +245,7 @@ async fn maintain(broker: Arc<Broker>, checkpoint_every: Duration, mut stop: tok
             last_retention = Instant::now();
         }
         for client in broker.clients().expire() {
-            broker.client_gone(&client);
-            if let Err(e) = broker.forget_broadcast_client(&client).await {
+            if let Err(e) = broker.client_gone(&client).await {
                 tracing::warn!(error = %e, "could not forget a departed broadcast consumer");
             }
         }

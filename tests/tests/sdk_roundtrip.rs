@@ -145,3 +145,110 @@ async fn unacknowledged_message_comes_back_with_attempt_two() {
     assert_eq!(second[0].body(), b"try me");
     consumer.ack(&second[0]).await.unwrap();
 }
+
+/// A broadcasting group keeps a position per client. A client that terminates, or falls silent for
+/// longer than the client TTL, is forgotten: its position (and the lag it would otherwise hold up
+/// forever) goes away, while live clients keep theirs. Raw clients, so liveness is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departed_broadcast_clients_are_forgotten() {
+    use weir_proto::rocketmq::v2 as pb;
+    use weir_tests::raw::{self, code, receive, receive_request, resource};
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        "prices.yaml",
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata: {name: prices}\nspec: {partitions: 2}\n---\n\
+         apiVersion: weir.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {name: price-cache}\n\
+         spec: {subscriptions: [{topicRef: {name: prices}}], consumptionMode: Broadcasting}\n",
+    );
+    let broker =
+        Sidecar::start(&dir.path().join("data"), &["-f", manifest.to_str().unwrap(), "--client-ttl", "3s"]).unwrap();
+    let lag = || {
+        let scrape = broker.scrape().unwrap();
+        metric_sum(&scrape, "rocketmq_consumer_lag_messages", &[("consumer_group", "price-cache")]) as u64
+    };
+    let heartbeat = |client: &mut raw::Client| {
+        let mut client = client.clone();
+        async move {
+            let r = client
+                .heartbeat(pb::HeartbeatRequest {
+                    group: resource("price-cache"),
+                    client_type: pb::ClientType::SimpleConsumer as i32,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(code(&r.status), pb::Code::Ok);
+        }
+    };
+    // Three instances take their place (at the latest message).
+    let mut clients = Vec::new();
+    for id in ["cache-live", "cache-terminating", "cache-silent"] {
+        let mut c = raw::connect(broker.grpc, Some(id)).await;
+        heartbeat(&mut c).await;
+        let (status, _) = receive(&mut c, receive_request("price-cache", "prices", "*", 10_000)).await;
+        assert_eq!(status, pb::Code::MessageNotFound);
+        clients.push(c);
+    }
+    let mut producer = raw::connect(broker.grpc, Some("price-feed")).await;
+    let updates: Vec<_> = (0..20)
+        .map(|i| raw::message("prices", &format!("update-{i}"), None, format!("SKU-{i}").into_bytes()))
+        .collect();
+    let sent = producer.send_message(pb::SendMessageRequest { messages: updates }).await.unwrap().into_inner();
+    assert_eq!(code(&sent.status), pb::Code::Ok);
+    // Nobody has consumed yet: the lag of the group is every update.
+    heartbeat(&mut clients[2]).await;
+    assert_eq!(lag(), 20);
+
+    // The live instance consumes everything; the other two still hold the lag.
+    let live = &mut clients[0];
+    let mut got = 0;
+    while got < 20 {
+        let (_, messages) = receive(live, receive_request("price-cache", "prices", "*", 10_000)).await;
+        for m in &messages {
+            let entries = vec![pb::AckMessageEntry {
+                message_id: m.system_properties.as_ref().unwrap().message_id.clone(),
+                receipt_handle: m.system_properties.as_ref().unwrap().receipt_handle.clone().unwrap(),
+                lite_topic: None,
+            }];
+            let r = live
+                .ack_message(pb::AckMessageRequest {
+                    group: resource("price-cache"),
+                    topic: resource("prices"),
+                    entries,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(code(&r.status), pb::Code::Ok);
+        }
+        got += messages.len();
+    }
+    heartbeat(&mut clients[2]).await;
+    assert_eq!(lag(), 20, "the two idle instances still have every update to read");
+
+    // One instance says goodbye: forgotten at once. The silent one still holds the lag.
+    let r = clients[1]
+        .notify_client_termination(pb::NotifyClientTerminationRequest { group: resource("price-cache") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code(&r.status), pb::Code::Ok);
+    heartbeat(&mut clients[2]).await;
+    assert_eq!(lag(), 20, "the silent instance is still within its TTL");
+
+    // The live one keeps beating; the silent one stops and is forgotten after the TTL.
+    let mut live = clients[0].clone();
+    weir_tests::wait_for(Duration::from_secs(30), "the silent broadcast client to be forgotten", async || {
+        heartbeat(&mut live).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (lag() == 0).then_some(())
+    })
+    .await;
+    // The live instance still has its place: a new update reaches it.
+    let more = vec![raw::message("prices", "update-20", None, b"SKU-20".to_vec())];
+    producer.send_message(pb::SendMessageRequest { messages: more }).await.unwrap();
+    let (_, messages) = receive(&mut live, receive_request("price-cache", "prices", "*", 10_000)).await;
+    assert_eq!(messages.len(), 1, "the live instance resumes where it was");
+    assert_eq!(messages[0].body.as_ref(), b"SKU-20");
+}

@@ -89,6 +89,10 @@ struct StandaloneArgs {
     /// Another broker, as ID=HOST:PORT (repeatable): requests for what it owns are forwarded to it.
     #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
     peers: Vec<(u32, String)>,
+    /// A client silent this long is gone: its in-flight messages are released and, in broadcast
+    /// groups, its position is forgotten.
+    #[arg(long, default_value = "120s")]
+    client_ttl: String,
     /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
     #[arg(long, default_value = "5s")]
     checkpoint_interval: String,
@@ -157,7 +161,11 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
                 DurabilityArg::Async => Durability::Async,
             },
         },
-        broker: BrokerConfig { broker_id: args.broker_id, ..BrokerConfig::default() },
+        broker: BrokerConfig {
+            broker_id: args.broker_id,
+            client_ttl: duration("client-ttl", &args.client_ttl)?,
+            ..BrokerConfig::default()
+        },
         declared,
         peers: args.peers.into_iter().collect(),
     };

@@ -58,6 +58,9 @@ pub struct BrokerConfig {
     pub max_leases_per_partition: usize,
     /// Messages one receive returns at most.
     pub max_batch: usize,
+    /// A client silent (no heartbeat, no request, no Telemetry stream) this long is gone: its
+    /// in-flight messages are released and its broadcast positions forgotten.
+    pub client_ttl: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -71,6 +74,7 @@ impl Default for BrokerConfig {
             auto_renew_lease: Duration::from_secs(30),
             max_leases_per_partition: 65_536,
             max_batch: 1024,
+            client_ttl: Duration::from_secs(120),
         }
     }
 }
@@ -345,13 +349,22 @@ impl Broker {
         Ok((progress, receipt))
     }
 
-    /// Releases what `client` had leased (it terminated or its session ended).
-    pub fn client_gone(&self, client: &str) {
+    /// Releases what `client` had leased: its Telemetry stream ended, so nobody renews or acks those
+    /// messages. The session stays until the TTL, so a client that reconnects keeps its place.
+    pub fn release_client(&self, client: &str) {
         let released = self.consumers.release_client(client);
-        self.clients.remove(client);
         if released > 0 {
             tracing::info!(client, released, "client left; its in-flight messages will be redelivered");
         }
+    }
+
+    /// `client` is gone for good (it terminated, or was silent past the TTL): its leases are
+    /// released, its session dropped and the positions it held in broadcasting groups forgotten
+    /// (client ids are per process, so nobody will resume from them).
+    pub async fn client_gone(&self, client: &str) -> Result<(), BrokerError> {
+        self.release_client(client);
+        self.clients.remove(client);
+        self.forget_broadcast_client(client).await
     }
 
     /// Delayed messages waiting for their time.
@@ -414,8 +427,8 @@ impl Broker {
         v
     }
 
-    /// Drops the progress a broadcasting group kept for `client` (it has been gone past the TTL).
-    pub async fn forget_broadcast_client(&self, client: &str) -> Result<(), BrokerError> {
+    /// Drops the progress a broadcasting group kept for `client`.
+    async fn forget_broadcast_client(&self, client: &str) -> Result<(), BrokerError> {
         let suffix = format!("{BROADCAST_SEPARATOR}{client}");
         let records: Vec<ProgressRecord> = self
             .consumers

@@ -10,6 +10,10 @@ impl Broker {
     pub async fn receive(&self, req: &ReceiveRequest) -> Result<Vec<Delivery>, BrokerError> {
         let topic = self.catalog.topic(&req.topic)?;
         let group = self.catalog.consumer(&req.group, &req.client)?;
+        if group.broadcast {
+            // The client now holds a position of its own: it must be known, to be forgotten later.
+            self.clients.touch(&req.client);
+        }
         let invisible = match (req.invisible, req.auto_renew) {
             (Some(d), _) => self.check_invisible(d, self.config.min_invisible)?,
             (None, true) => self.config.auto_renew_lease,

@@ -392,7 +392,7 @@ impl MessagingService for Messaging {
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, GrpcStatus> {
         let (language, caller) = caller(&request);
         let response = match caller {
-            Ok(c) => session::terminate(&self.broker, &c),
+            Ok(c) => session::terminate(&self.broker, &c).await,
             Err(e) => pb::NotifyClientTerminationResponse { status: Some(error_status(&e, &language)) },
         };
         Ok(Response::new(response))

@@ -100,7 +100,7 @@ pub fn telemetry(
             s.streams == 0
         };
         if last {
-            broker.client_gone(&caller.client_id);
+            broker.release_client(&caller.client_id);
         }
     });
     Box::pin(ReceiverStream::new(rx))
@@ -210,7 +210,9 @@ pub fn heartbeat(broker: &Broker, caller: &Caller, req: &pb::HeartbeatRequest) -
 }
 
 /// The client is shutting down: forget it and release its in-flight messages now.
-pub fn terminate(broker: &Broker, caller: &Caller) -> pb::NotifyClientTerminationResponse {
-    broker.client_gone(&caller.client_id);
+pub async fn terminate(broker: &Broker, caller: &Caller) -> pb::NotifyClientTerminationResponse {
+    if let Err(e) = broker.client_gone(&caller.client_id).await {
+        tracing::warn!(error = %e, client = %caller.client_id, "could not forget a terminated client");
+    }
     pb::NotifyClientTerminationResponse { status: Some(ok()) }
 }
