@@ -8,12 +8,14 @@
 //! * [`quantity`]: durations (`72h`) and sizes (`50Gi`) as written in the manifests.
 //! * [`partition_ranges`]: the `0-2,5` partition lists of `status.assignment`.
 //! * [`manifest`]: loading multi-document YAML files of Topics and ConsumerGroups.
+//! * [`naming`]: the names, labels and ports the operator and the brokers agree on.
 //! * [`generate`]: the CRD YAML that `crdgen` writes to `crds/` (`kubectl apply -f crds/`).
 
 pub mod common;
 pub mod consumer_group;
 pub mod generate;
 pub mod manifest;
+pub mod naming;
 pub mod partition_ranges;
 pub mod quantity;
 pub mod status;

@@ -561,6 +561,10 @@ pub struct PartitionAssignment {
     /// Partition ids as ascending ids and inclusive ranges, e.g. 0-2,5 (see
     /// `weir_crds::parse_partition_ranges`).
     pub partitions: String,
+    /// Partitions this pod no longer owns but still holds unconsumed messages of: it takes no
+    /// sends for them and serves them to consumers until drained (same format as partitions).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub draining: String,
 }
 
 /// Progress of a partition reassignment.

@@ -316,6 +316,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// Drops a group's settings (it was deleted); returns whether it was known.
+    pub fn remove_group(&self, name: &str) -> bool {
+        self.groups.write().remove(name).is_some()
+    }
+
     /// The topic, creating it if allowed.
     pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;

@@ -151,3 +151,43 @@ fn demo_walks_the_five_scenarios() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("crds/examples/demo.yaml"));
 }
+
+/// Sum of the BACKLOG column of `weirctl backlog`.
+fn backlog(server: &str, topic: &str) -> u64 {
+    let out = ok(&weirctl(server, &["backlog", "--topic", topic], None));
+    out.lines().skip(1).filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()).sum()
+}
+
+/// A group replays a topic after `reset-offset --to earliest`, skips it with `--to latest`, and
+/// `backlog` shows what each partition still has to deliver; bad targets are refused clearly.
+#[test]
+fn reset_offset_replays_and_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Sidecar::start(&dir.path().join("data"), &["--default-partitions", "2"]).unwrap();
+    let server = broker.access_url();
+    ok(&weirctl(&server, &["produce", "-t", "ledger", "-b", "entry", "-n", "10"], None));
+    let consume = |n: &str| {
+        let out = ok(&weirctl(&server, &["consume", "-t", "ledger", "-g", "audit", "-n", n, "--wait", "3s"], None));
+        out.lines().filter(|l| l.contains("body=entry")).count()
+    };
+    assert_eq!(consume("10"), 10);
+    assert_eq!(backlog(&server, "ledger"), 0, "everything was acknowledged");
+
+    let out = ok(&weirctl(&server, &["reset-offset", "--group", "audit", "--topic", "ledger", "--to", "earliest"], None));
+    assert!(out.contains("reset on 2 partition(s)"), "{out}");
+    assert_eq!(backlog(&server, "ledger"), 10, "the whole topic is to be read again");
+    assert_eq!(consume("10"), 10, "the group replays every message");
+
+    ok(&weirctl(&server, &["reset-offset", "--group", "audit", "--topic", "ledger", "--to", "earliest"], None));
+    ok(&weirctl(&server, &["reset-offset", "--group", "audit", "--topic", "ledger", "--to", "latest"], None));
+    assert_eq!(backlog(&server, "ledger"), 0);
+    ok(&weirctl(&server, &["produce", "-t", "ledger", "-b", "entry", "-n", "1"], None));
+    assert_eq!(consume("1"), 1, "after a reset to latest only new messages arrive");
+
+    let bad = weirctl(&server, &["reset-offset", "--group", "audit", "--topic", "ledger", "--to", "yesterday"], None);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected earliest, latest, offset:N"));
+    let missing = weirctl(&server, &["backlog", "--topic", "nope"], None);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
+}

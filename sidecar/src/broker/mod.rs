@@ -1,6 +1,8 @@
 //! The broker: what a send, a receive, an ack and an invisibility change do, independent of the wire
 //! protocol. The gRPC layer translates RocketMQ requests into these calls and the results back.
 
+mod admin;
+pub use admin::{PartitionBacklog, ResetTarget};
 mod dead_letter;
 mod receive;
 mod send;
@@ -11,7 +13,7 @@ pub use transaction::Resolution;
 
 use send::SendDedup;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -77,6 +79,15 @@ impl Default for BrokerConfig {
             client_ttl: Duration::from_secs(120),
         }
     }
+}
+
+/// Where a group with no position yet starts on `partition`.
+fn start_offset(from: StartFrom, partition: &Partition) -> Result<u64, BrokerError> {
+    Ok(match from {
+        StartFrom::Earliest => partition.start_offset(),
+        StartFrom::Latest => partition.end_offset(),
+        StartFrom::Timestamp(ms) => partition.index.offset_for_time(ms)?,
+    })
 }
 
 /// A message as a producer sent it.
@@ -291,11 +302,7 @@ impl Broker {
         if let Some(p) = self.consumers.get(&key) {
             return Ok(p);
         }
-        let start = match group.start_from {
-            StartFrom::Earliest => partition.start_offset(),
-            StartFrom::Latest => partition.end_offset(),
-            StartFrom::Timestamp(ms) => partition.index.offset_for_time(ms)?,
-        };
+        let start = start_offset(group.start_from, partition)?;
         let record = ProgressRecord {
             group: group.name.clone(),
             topic: partition.topic().into(),
@@ -400,11 +407,7 @@ impl Broker {
                 }
                 let mut lag = 0;
                 for p in &topic.partitions {
-                    let start = match group.start_from {
-                        StartFrom::Earliest => p.start_offset(),
-                        StartFrom::Latest => p.end_offset(),
-                        StartFrom::Timestamp(ms) => p.index.offset_for_time(ms).unwrap_or(p.end_offset()),
-                    };
+                    let start = start_offset(group.start_from, p).unwrap_or(p.end_offset());
                     lag += p.end_offset().saturating_sub(start);
                 }
                 per_consumer.insert(key, (lag, 0));

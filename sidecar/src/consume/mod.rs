@@ -46,6 +46,10 @@ pub struct ProgressRecord {
     /// Drop this progress entirely (a broadcasting group's client that went away for good).
     #[prost(bool, tag = "7")]
     pub forget: bool,
+    /// `start_at` is an offset reset: the group restarts there, forwards or back, dropping what
+    /// it had done and leased.
+    #[prost(bool, tag = "8")]
+    pub reset: bool,
 }
 
 /// The snapshot stored in checkpoints.
@@ -148,6 +152,10 @@ impl StateMachine for Consumers {
         let key = ProgressKey::new(&record.group, &record.topic, record.partition);
         if record.forget {
             self.progress.write().remove(&key);
+            return;
+        }
+        if let (true, Some(start)) = (record.reset, record.start_at) {
+            self.progress.write().insert(key, Arc::new(Mutex::new(Progress::starting_at(start))));
             return;
         }
         let progress = self.get_or_start(key, record.start_at.unwrap_or(0));

@@ -1,5 +1,6 @@
 //! Weir's admin API (`weir.admin.v1.Admin`): topics, offsets, storage and consumer lag, for weirctl
-//! and the operator. It reports; it never changes data.
+//! and the operator. Besides reporting, it lets the operator reset a group's offsets and forget a
+//! deleted group; it never touches messages.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use tonic::{Request, Response, Status};
 use weir_proto::weir::admin::v1 as admin;
 use weir_proto::weir::admin::v1::admin_server::Admin;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, ResetTarget};
 use crate::catalog::Topic;
 use crate::storage::Durability;
 
@@ -128,11 +129,58 @@ impl Admin for AdminService {
         let (resent, failures) = self.broker.resend_dead_letters(&req.group, offsets).await.map_err(internal)?;
         Ok(Response::new(admin::ResendDeadLettersResponse { resent, failures }))
     }
+
+    async fn get_partition_backlog(
+        &self,
+        request: Request<admin::GetPartitionBacklogRequest>,
+    ) -> Result<Response<admin::GetPartitionBacklogResponse>, Status> {
+        let req = request.into_inner();
+        let partitions = self
+            .broker
+            .partition_backlog(&req.topic)
+            .map_err(internal)?
+            .into_iter()
+            .map(|b| admin::PartitionBacklog { partition: b.partition, end_offset: b.end_offset, backlog: b.backlog })
+            .collect();
+        Ok(Response::new(admin::GetPartitionBacklogResponse { partitions }))
+    }
+
+    async fn reset_offset(
+        &self,
+        request: Request<admin::ResetOffsetRequest>,
+    ) -> Result<Response<admin::ResetOffsetResponse>, Status> {
+        use admin::reset_offset_request::Target;
+        let req = request.into_inner();
+        let target = match req.target {
+            Some(Target::Earliest(_)) => ResetTarget::Earliest,
+            Some(Target::Latest(_)) => ResetTarget::Latest,
+            Some(Target::TimestampMs(ms)) if ms >= 0 => ResetTarget::Timestamp(ms as u64),
+            Some(Target::Offset(o)) => ResetTarget::Offset(o),
+            Some(Target::TimestampMs(ms)) => {
+                return Err(Status::invalid_argument(format!("timestamp_ms {ms} is before the epoch")));
+            }
+            None => return Err(Status::invalid_argument("say where to reset to: earliest, latest, timestamp_ms or offset")),
+        };
+        let partitions = self.broker.reset_offset(&req.group, &req.topic, target).await.map_err(internal)?;
+        Ok(Response::new(admin::ResetOffsetResponse { partitions }))
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<admin::DeleteGroupRequest>,
+    ) -> Result<Response<admin::DeleteGroupResponse>, Status> {
+        let req = request.into_inner();
+        let existed = self.broker.delete_group(&req.group).await.map_err(internal)?;
+        Ok(Response::new(admin::DeleteGroupResponse { existed }))
+    }
 }
 
 fn internal(e: crate::error::BrokerError) -> Status {
     match e {
         crate::error::BrokerError::BadRequest(m) => Status::invalid_argument(m),
+        e @ (crate::error::BrokerError::TopicNotFound(_) | crate::error::BrokerError::GroupNotFound(_)) => {
+            Status::not_found(e.to_string())
+        }
         other => Status::internal(other.to_string()),
     }
 }

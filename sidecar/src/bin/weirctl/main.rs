@@ -5,6 +5,7 @@
 
 mod client;
 mod demo;
+mod offsets;
 
 use std::io::{BufRead, IsTerminal};
 use std::time::{Duration, Instant};
@@ -97,6 +98,24 @@ enum Command {
     /// Walk through Weir's five scenarios against a running broker and show what happens.
     /// Start the broker with the demo manifests: `weir-sidecar standalone -f crds/examples/demo.yaml`.
     Demo,
+    /// Move a consumer group's position on a topic (every partition), forwards or back.
+    ResetOffset {
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, offset:N, an RFC 3339 time (2026-11-24T10:00:00Z) or epoch milliseconds.
+        #[arg(long, value_parser = offsets::parse_target)]
+        to: admin::reset_offset_request::Target,
+    },
+    /// Show, per partition, what the slowest consumer group still has to consume.
+    Backlog {
+        /// Topic.
+        #[arg(long)]
+        topic: String,
+    },
     /// Show storage, partition offsets and consumer lag.
     Stats {
         /// Only this topic.
@@ -392,6 +411,8 @@ async fn main() {
         Command::Dlq { command } => dlq(&server, command).await,
         Command::Demo => demo::run(&server).await,
         Command::Stats { topic, group, output } => stats(&server, topic, group, output).await,
+        Command::ResetOffset { group, topic, to } => offsets::reset(&server, group, topic, to).await,
+        Command::Backlog { topic } => offsets::backlog(&server, topic).await,
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,0 +1,1 @@
+//! `weir-operator`: reconciles `Topic` and `ConsumerGroup` resources into broker StatefulSets.
