@@ -173,7 +173,8 @@ fn reset_offset_replays_and_skips() {
     assert_eq!(consume("10"), 10);
     assert_eq!(backlog(&server, "ledger"), 0, "everything was acknowledged");
 
-    let out = ok(&weirctl(&server, &["reset-offset", "--group", "audit", "--topic", "ledger", "--to", "earliest"], None));
+    let out =
+        ok(&weirctl(&server, &["reset-offset", "--group", "audit", "--topic", "ledger", "--to", "earliest"], None));
     assert!(out.contains("reset on 2 partition(s)"), "{out}");
     assert_eq!(backlog(&server, "ledger"), 10, "the whole topic is to be read again");
     assert_eq!(consume("10"), 10, "the group replays every message");
