@@ -15,8 +15,15 @@ from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExp
                       MessageListener, Producer, PushConsumer, SimpleConsumer)
 
 
+_SAY_LOCK = threading.Lock()
+
+
 def say(**fields):
-    print(json.dumps(fields), flush=True)
+    """One JSON line on stdout; listener threads call it concurrently, so whole lines only."""
+    line = json.dumps(fields) + "\n"
+    with _SAY_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def config(args):

@@ -150,4 +150,15 @@ mod tests {
         assert!(sql.may_match(0), "SQL filters cannot use the tag hash");
         assert!(sql.matches("", &HashMap::from([("a".to_string(), "2".to_string())])));
     }
+
+    proptest::proptest! {
+        /// Any expression is answered, parsed or refused, without panicking; a parsed one can be
+        /// evaluated.
+        #[test]
+        fn tag_expressions_never_panic(e in "\\PC{0,64}") {
+            if let Ok(f) = Filter::parse(FilterKind::Tag, &e) {
+                let _ = f.matches("TagA", &HashMap::new());
+            }
+        }
+    }
 }

@@ -228,4 +228,30 @@ mod tests {
         f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_header(&f, 0, 1 << 20), Err(FrameError::BadLength(u32::MAX)));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Whatever the bytes, decoding answers (a frame or an error) without panicking.
+            #[test]
+            fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(any::<u8>(), 0..256), position in any::<u64>()) {
+                let _ = decode_header(&buf, position, 1 << 20);
+                let _ = peek_length(&buf);
+            }
+
+            /// Any single flipped bit in a valid frame is detected, never decoded as valid data.
+            #[test]
+            fn every_bit_flip_is_detected(body in proptest::collection::vec(any::<u8>(), 0..200), bit in any::<usize>(), position in 0u64..1 << 40) {
+                let mut f = Vec::new();
+                encode_into(&mut f, RecordKind::Message, position, 1, &body);
+                let length = decode_header(&f, position, 1 << 20).expect("valid").length as usize;
+                let bit = bit % (length * 8);
+                f[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(decode_header(&f, position, 1 << 20).is_err());
+            }
+        }
+    }
 }
