@@ -99,6 +99,7 @@ async fn main() {
             ..Default::default()
         },
         peers: Default::default(),
+        cluster: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (running, done) = server::start(options, async move {

@@ -72,6 +72,10 @@ pub struct TopicConfig {
     /// Transactions: check-backs before an unresolved half message is rolled back.
     #[serde(default = "default_max_checks")]
     pub txn_max_checks: u32,
+    /// In Kubernetes, the partitions this broker takes sends for (the rest live on other pods);
+    /// `None`: every partition (standalone).
+    #[serde(skip)]
+    pub owned: Option<Vec<u32>>,
 }
 
 fn default_max_delay_ms() -> u64 {
@@ -98,6 +102,7 @@ impl TopicConfig {
             max_delay_ms: default_max_delay_ms(),
             txn_check_interval_ms: default_check_interval_ms(),
             txn_max_checks: default_max_checks(),
+            owned: None,
         }
     }
 }

@@ -95,6 +95,17 @@ pub enum BrokerError {
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),
     /// Any other server-side failure.
+    #[error("partition {partition:?} of topic {topic} is served by another broker")]
+    NotOwner {
+        /// Topic.
+        topic: String,
+        /// The partition the message belongs in (FIFO), or None for "any partition".
+        partition: Option<u32>,
+    },
+
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }

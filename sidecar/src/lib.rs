@@ -3,6 +3,7 @@
 pub mod broker;
 pub mod catalog;
 pub mod clients;
+pub mod cluster;
 pub mod consume;
 pub mod delay;
 pub mod error;

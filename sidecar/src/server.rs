@@ -17,11 +17,12 @@ use weir_proto::weir::admin::v1::admin_server::AdminServer;
 use crate::broker::{Broker, BrokerConfig};
 use crate::catalog::{Catalog, CatalogOptions};
 use crate::clients::Clients;
+use crate::cluster::ClusterView;
 use crate::consume::Consumers;
 use crate::delay::Timer;
 use crate::grpc::Messaging;
 use crate::grpc::admin::AdminService;
-use crate::grpc::forward::Peers;
+use crate::grpc::forward::{Directory, Peers};
 use crate::grpc::route::Advertised;
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
@@ -59,6 +60,9 @@ pub struct ServerOptions {
     pub declared: Declared,
     /// Other brokers by id (`host:port`), for forwarding requests to their owner.
     pub peers: std::collections::HashMap<u32, String>,
+    /// Kubernetes mode: the view of the cluster this pod keeps up to date. The broker reports
+    /// itself healthy (ready) only once the view is complete.
+    pub cluster: Option<Arc<ClusterView>>,
 }
 
 /// A broker that is serving.
@@ -150,13 +154,27 @@ pub async fn start(
         port: grpc_addr.port(),
         broker_name: format!("weir-broker-{}", options.broker.broker_id),
     };
-    let service =
-        MessagingServiceServer::new(Messaging::new(broker.clone(), advertised, Peers::new(options.peers.clone())))
-            .max_decoding_message_size(MAX_REQUEST_BYTES)
-            .max_encoding_message_size(MAX_REQUEST_BYTES)
-            .accept_compressed(CompressionEncoding::Gzip);
+    let directory = match &options.cluster {
+        Some(view) => Directory::Cluster(view.clone()),
+        None => Directory::Static(options.peers.clone()),
+    };
+    let messaging = Messaging::new(broker.clone(), advertised, Peers::new(directory), options.cluster.clone());
+    let service = MessagingServiceServer::new(messaging)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_REQUEST_BYTES)
+        .accept_compressed(CompressionEncoding::Gzip);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<MessagingServiceServer<Messaging>>().await;
+    let ready = options.cluster.clone();
+    tokio::spawn(async move {
+        if let Some(view) = ready {
+            health_reporter.set_not_serving::<MessagingServiceServer<Messaging>>().await;
+            health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            view.wait_synced().await;
+        }
+        health_reporter.set_serving::<MessagingServiceServer<Messaging>>().await;
+        // The overall status ("") is what Kubernetes' gRPC readiness probe asks for.
+        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
@@ -170,7 +188,8 @@ pub async fn start(
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),
     );
-    let metrics_task = tokio::spawn(serve_metrics(metrics_listener, metrics.clone(), stop_rx.clone()));
+    let metrics_task =
+        tokio::spawn(serve_metrics(metrics_listener, metrics.clone(), options.cluster.clone(), stop_rx.clone()));
     let maintenance = tokio::spawn(maintain(broker.clone(), options.checkpoint_interval, stop_rx.clone()));
     let timer = tokio::spawn(broker.clone().run_timer());
     let transactions = tokio::spawn(broker.clone().run_transaction_checks());
@@ -196,9 +215,21 @@ pub async fn start(
     Ok((running, done))
 }
 
-async fn serve_metrics(listener: TcpListener, metrics: Metrics, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Metrics,
+    cluster: Option<Arc<ClusterView>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use axum::http::StatusCode;
     use axum::http::header::CONTENT_TYPE;
+    // Ready once the broker knows its place in the cluster (always, standalone).
+    let readyz = move || {
+        let ready = cluster.as_ref().is_none_or(|v| v.is_synced());
+        async move { if ready { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "syncing\n") } }
+    };
     let app = axum::Router::new()
+        .route("/readyz", axum::routing::get(readyz))
         .route(
             "/metrics",
             axum::routing::get(move || {

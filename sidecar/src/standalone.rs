@@ -51,7 +51,8 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Declared> {
     Ok(declared)
 }
 
-fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
+/// A Topic object in the broker's terms, with its retention time and size.
+pub fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
     let name = t.effective_name().context("a Topic has neither spec.topicName nor metadata.name")?.to_owned();
     let spec = &t.spec;
     let accepts = vec![match spec.message_type {
@@ -80,7 +81,8 @@ fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
     Ok((config, time, bytes))
 }
 
-fn group_config(g: &ConsumerGroup, all: &Manifests) -> Result<GroupConfig> {
+/// A ConsumerGroup object in the broker's terms (`all` resolves its topic references).
+pub fn group_config(g: &ConsumerGroup, all: &Manifests) -> Result<GroupConfig> {
     let name = g.effective_name().context("a ConsumerGroup has neither spec.groupName nor metadata.name")?.to_owned();
     let spec = &g.spec;
     let start_from = match spec.start_from.position {

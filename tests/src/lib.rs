@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod fake_kube;
+pub mod kubelet;
 pub mod raw;
 
 /// The `weir-sidecar` binary built by cargo next to the test executables.

@@ -2,15 +2,19 @@
 //!
 //! `weir-sidecar standalone` runs one broker that owns every partition of the topics it is given (or
 //! creates on first use). It is the embedded default for development and single-node use.
+//! `weir-sidecar kubernetes` is the broker pod the operator runs for a Topic: one of several, each
+//! owning the partitions the Topic's status assigns to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_sidecar::broker::BrokerConfig;
 use weir_sidecar::catalog::CatalogOptions;
+use weir_sidecar::cluster::{ClusterView, PodIdentity};
 use weir_sidecar::server::{self, ServerOptions};
 use weir_sidecar::standalone;
 use weir_sidecar::storage::{Durability, Retention};
@@ -43,22 +47,45 @@ enum DurabilityArg {
 enum Command {
     /// Run one broker that owns every partition (no Kubernetes needed).
     Standalone(StandaloneArgs),
+    /// Run as a broker pod of a Topic's StatefulSet: settings, partitions and consumer groups
+    /// come from the Topic and ConsumerGroup objects of the namespace (watched, read-only).
+    Kubernetes(KubernetesArgs),
+}
+
+/// Settings every broker has, whatever its mode.
+#[derive(Debug, clap::Args)]
+struct BrokerArgs {
+    /// Where the commit log, indexes and checkpoints live.
+    #[arg(long, default_value = "weir-data", env = "WEIR_DATA_DIR")]
+    data_dir: PathBuf,
+    /// gRPC address (RocketMQ 5 clients connect here).
+    #[arg(long, default_value = "127.0.0.1:8081", env = "WEIR_LISTEN")]
+    listen: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint (also `/healthz` and `/readyz`).
+    #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_METRICS_LISTEN")]
+    metrics_listen: SocketAddr,
+    /// Size of a commit log segment (e.g. 256Mi).
+    #[arg(long, default_value = "256Mi")]
+    segment_size: String,
+    /// How long Async-durability writes may stay unsynced (e.g. 200ms).
+    #[arg(long, default_value = "200ms")]
+    flush_interval: String,
+    /// A client silent this long is gone: its in-flight messages are released and, in broadcast
+    /// groups, its position is forgotten.
+    #[arg(long, default_value = "120s")]
+    client_ttl: String,
+    /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
+    #[arg(long, default_value = "5s")]
+    checkpoint_interval: String,
 }
 
 #[derive(Debug, clap::Args)]
 struct StandaloneArgs {
-    /// Where the commit log, indexes and checkpoints live.
-    #[arg(long, default_value = "weir-data", env = "WEIR_DATA_DIR")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// Topic / ConsumerGroup manifests (YAML files or directories), as for `kubectl apply -f`.
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     files: Vec<PathBuf>,
-    /// gRPC address (RocketMQ 5 clients connect here).
-    #[arg(long, default_value = "127.0.0.1:8081", env = "WEIR_LISTEN")]
-    listen: SocketAddr,
-    /// Address of the Prometheus `/metrics` endpoint.
-    #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_METRICS_LISTEN")]
-    metrics_listen: SocketAddr,
     /// Host name or IP clients are told to connect to (defaults to the listen IP).
     #[arg(long, env = "WEIR_ADVERTISE_HOST")]
     advertise_host: Option<String>,
@@ -71,12 +98,6 @@ struct StandaloneArgs {
     /// Durability of auto-created topics.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
     default_durability: DurabilityArg,
-    /// Size of a commit log segment (e.g. 256Mi).
-    #[arg(long, default_value = "256Mi")]
-    segment_size: String,
-    /// How long Async-durability writes may stay unsynced (e.g. 200ms).
-    #[arg(long, default_value = "200ms")]
-    flush_interval: String,
     /// Delete log segments older than this (default: the longest retention of the declared topics, else 72h).
     #[arg(long)]
     retention_time: Option<String>,
@@ -89,13 +110,24 @@ struct StandaloneArgs {
     /// Another broker, as ID=HOST:PORT (repeatable): requests for what it owns are forwarded to it.
     #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
     peers: Vec<(u32, String)>,
-    /// A client silent this long is gone: its in-flight messages are released and, in broadcast
-    /// groups, its position is forgotten.
-    #[arg(long, default_value = "120s")]
-    client_ttl: String,
-    /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
-    #[arg(long, default_value = "5s")]
-    checkpoint_interval: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct KubernetesArgs {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// The Topic object (metadata.name) whose partitions this pod serves.
+    #[arg(long, env = "WEIR_TOPIC")]
+    topic: String,
+    /// This pod's name (a StatefulSet pod, `<topic>-broker-<ordinal>`); from the downward API.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: String,
+    /// This pod's namespace; from the downward API.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// The cluster's DNS domain (pods are reached at <pod>.<statefulset>.<namespace>.svc.<domain>).
+    #[arg(long, default_value = weir_crds::naming::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
 }
 
 fn parse_peer(s: &str) -> Result<(u32, String), String> {
@@ -133,6 +165,27 @@ async fn shutdown_signal() {
     }
 }
 
+impl BrokerArgs {
+    /// Server options with these settings; the mode fills in the rest.
+    fn options(&self, retention: Retention, broker: BrokerConfig) -> Result<ServerOptions> {
+        Ok(ServerOptions {
+            data_dir: self.data_dir.clone(),
+            grpc_listen: self.listen,
+            metrics_listen: self.metrics_listen,
+            advertise_host: None,
+            segment_bytes: size("segment-size", &self.segment_size)?,
+            async_flush_interval: duration("flush-interval", &self.flush_interval)?,
+            retention,
+            checkpoint_interval: duration("checkpoint-interval", &self.checkpoint_interval)?,
+            catalog: CatalogOptions::default(),
+            broker: BrokerConfig { client_ttl: duration("client-ttl", &self.client_ttl)?, ..broker },
+            declared: Default::default(),
+            peers: Default::default(),
+            cluster: None,
+        })
+    }
+}
+
 async fn standalone(args: StandaloneArgs) -> Result<()> {
     let declared = standalone::load(&args.files)?;
     let retention_time = match &args.retention_time {
@@ -143,15 +196,10 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
         Some(v) => Some(size("retention-bytes", v)?),
         None => declared.retention_bytes,
     };
+    let retention = Retention { time: Some(retention_time), bytes: retention_bytes };
+    let broker = BrokerConfig { broker_id: args.broker_id, ..BrokerConfig::default() };
     let options = ServerOptions {
-        data_dir: args.data_dir.clone(),
-        grpc_listen: args.listen,
-        metrics_listen: args.metrics_listen,
         advertise_host: args.advertise_host,
-        segment_bytes: size("segment-size", &args.segment_size)?,
-        async_flush_interval: duration("flush-interval", &args.flush_interval)?,
-        retention: Retention { time: Some(retention_time), bytes: retention_bytes },
-        checkpoint_interval: duration("checkpoint-interval", &args.checkpoint_interval)?,
         catalog: CatalogOptions {
             auto_create_topics: !args.no_auto_create,
             auto_create_groups: !args.no_auto_create,
@@ -161,13 +209,9 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
                 DurabilityArg::Async => Durability::Async,
             },
         },
-        broker: BrokerConfig {
-            broker_id: args.broker_id,
-            client_ttl: duration("client-ttl", &args.client_ttl)?,
-            ..BrokerConfig::default()
-        },
         declared,
         peers: args.peers.into_iter().collect(),
+        ..args.broker.options(retention, broker)?
     };
     let topics = options.declared.topics.len();
     let groups = options.declared.groups.len();
@@ -176,10 +220,43 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
         "weir-sidecar ready: grpc={} metrics=http://{}/metrics data={} topics={topics} groups={groups} auto-create={}",
         running.grpc_addr,
         running.metrics_addr,
-        args.data_dir.display(),
+        args.broker.data_dir.display(),
         !args.no_auto_create
     );
     done.await
+}
+
+async fn kubernetes(args: KubernetesArgs) -> Result<()> {
+    let me = PodIdentity::new(&args.pod_name, &args.topic, &args.namespace, &args.cluster_domain)
+        .map_err(|e| anyhow::anyhow!("{e} (set --pod-name/POD_NAME from the downward API)"))?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
+    let view = Arc::new(ClusterView::new(me.clone()));
+    let host = me.host_of(&me.pod).context("pod host name")?;
+    let broker = BrokerConfig { broker_id: me.ordinal, ..BrokerConfig::default() };
+    // Until the Topic is seen, the defaults apply; the watcher sets the Topic's own retention.
+    let retention = Retention { time: Some(Duration::from_secs(72 * 3600)), bytes: None };
+    let options = ServerOptions {
+        advertise_host: Some(host.clone()),
+        catalog: CatalogOptions { auto_create_topics: false, auto_create_groups: false, ..CatalogOptions::default() },
+        cluster: Some(view.clone()),
+        ..args.broker.options(retention, broker)?
+    };
+    let (running, done) = server::start(options, shutdown_signal()).await?;
+    let watching = tokio::spawn(weir_sidecar::cluster::watch::run(client, view.clone(), running.broker.clone()));
+    println!(
+        "weir-sidecar ready: pod={} topic={} grpc={} advertised={host}:{} metrics=http://{}/metrics data={}",
+        me.pod,
+        args.topic,
+        running.grpc_addr,
+        running.grpc_addr.port(),
+        running.metrics_addr,
+        args.broker.data_dir.display(),
+    );
+    let result = done.await;
+    watching.abort();
+    result
 }
 
 #[tokio::main]
@@ -188,6 +265,7 @@ async fn main() {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Standalone(args) => standalone(args).await,
+        Command::Kubernetes(args) => kubernetes(args).await,
     };
     if let Err(e) = result.context("weir-sidecar failed") {
         eprintln!("error: {e:#}");

@@ -133,6 +133,36 @@ impl Broker {
         results.into_iter().map(|r| r.expect("every slot answered")).collect()
     }
 
+    /// The partition a message goes to. Order lives per message group, so for FIFO the broker,
+    /// not the client, picks it; other messages take the client's choice or round robin, among
+    /// the partitions this broker owns.
+    fn place(
+        &self,
+        topic: &Topic,
+        message_type: MessageType,
+        group: &str,
+        hint: Option<u32>,
+    ) -> Result<u32, BrokerError> {
+        let count = topic.partitions.len() as u32;
+        let owned = topic.config.owned.as_deref();
+        let not_owner = |partition| BrokerError::NotOwner { topic: topic.config.name.clone(), partition };
+        if message_type == MessageType::Fifo {
+            let p = partition_of_group(group, count);
+            return match owned {
+                Some(owned) if !owned.contains(&p) => Err(not_owner(Some(p))),
+                _ => Ok(p),
+            };
+        }
+        let next = || self.round_robin.fetch_add(1, Ordering::Relaxed);
+        match (owned, hint) {
+            (None, Some(p)) if p < count => Ok(p),
+            (None, _) => Ok((next() % count as usize) as u32),
+            (Some(owned), Some(p)) if owned.contains(&p) => Ok(p),
+            (Some([]), _) => Err(not_owner(None)),
+            (Some(owned), _) => Ok(owned[next() % owned.len()]),
+        }
+    }
+
     /// Validates a message and encodes its record, or finds that it was already stored.
     fn prepare(&self, m: IncomingMessage) -> Result<Prepared, BrokerError> {
         let topic = self.catalog.topic(&m.topic)?;
@@ -177,15 +207,7 @@ impl Broker {
         }
         let store_time = now_ms();
         let kind = self.record_kind(&topic, message_type, &group, m.delivery_timestamp_ms, store_time)?;
-        let count = topic.partitions.len() as u32;
-        let partition = match message_type {
-            // Order lives per message group, so the broker, not the client, picks the partition.
-            MessageType::Fifo => partition_of_group(&group, count),
-            _ => match m.partition_hint {
-                Some(p) if p < count => p,
-                _ => (self.round_robin.fetch_add(1, Ordering::Relaxed) % count as usize) as u32,
-            },
-        };
+        let partition = self.place(&topic, message_type, &group, m.partition_hint)?;
         let body_len = m.body.len();
         let transaction_id = if kind == RecordKind::Half { self.new_transaction_id() } else { String::new() };
         let stored = StoredMessage {

@@ -160,7 +160,9 @@ impl Admin for AdminService {
                 return Err(Status::invalid_argument(format!("timestamp_ms {ms} is before the epoch")));
             }
             None => {
-                return Err(Status::invalid_argument("say where to reset to: earliest, latest, timestamp_ms or offset"));
+                return Err(Status::invalid_argument(
+                    "say where to reset to: earliest, latest, timestamp_ms or offset",
+                ));
             }
         };
         let partitions = self.broker.reset_offset(&req.group, &req.topic, target).await.map_err(internal)?;

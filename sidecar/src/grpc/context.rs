@@ -18,6 +18,8 @@ pub struct Caller {
     pub language: String,
     /// When the client's deadline (`grpc-timeout`) runs out, if it set one.
     pub deadline: Option<Instant>,
+    /// Another broker passed this request on (it must not be forwarded again).
+    pub forwarded: bool,
 }
 
 impl Caller {
@@ -33,7 +35,12 @@ impl Caller {
         } else if client_id.len() > MAX_CLIENT_ID {
             Err(BrokerError::BadRequest(format!("x-mq-client-id is longer than {MAX_CLIENT_ID} bytes")))
         } else {
-            Ok(Self { client_id, language: language.clone(), deadline: deadline.map(|d| Instant::now() + d) })
+            Ok(Self {
+                client_id,
+                language: language.clone(),
+                deadline: deadline.map(|d| Instant::now() + d),
+                forwarded: md.contains_key(crate::grpc::forward::FORWARDED_HEADER),
+            })
         };
         (language, caller)
     }

@@ -1,11 +1,15 @@
-//! Forwarding to the broker that owns something: a request that reaches the wrong broker (an
-//! `EndTransaction` for a transaction another broker holds, e.g. because a client sends it to the
-//! access point, or a Service spread it) is passed on to the owner instead of refused.
+//! Forwarding to the broker that owns something: a request that reaches the wrong broker is
+//! passed on to the owner instead of refused — an `EndTransaction` for a transaction another
+//! broker holds (clients send it to their access point), or, in Kubernetes, a send for a partition
+//! another pod owns (the client Service spreads requests over every pod).
 //!
-//! Peers are known by broker id; in Kubernetes they are the StatefulSet pods, in standalone they can
-//! be given with `--peer ID=HOST:PORT`.
+//! Peers are found by broker id: with `--peer ID=HOST:PORT` in standalone, or in Kubernetes by
+//! the pod of that ordinal in the topic's StatefulSet. A forwarded request carries
+//! [`FORWARDED_HEADER`]; a broker never forwards such a request again, so a stale view cannot
+//! make requests circle.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tonic::metadata::MetadataValue;
@@ -13,14 +17,30 @@ use tonic::transport::Channel;
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 
+use crate::cluster::ClusterView;
 use crate::error::BrokerError;
 use crate::grpc::context::Caller;
 
-/// The other brokers of the cluster and lazily opened channels to them.
-#[derive(Debug, Default)]
+/// Header marking a request one broker passed on to another.
+pub const FORWARDED_HEADER: &str = "x-weir-forwarded";
+
+/// How long a forwarded request may take.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where the other brokers are.
+#[derive(Debug)]
+pub enum Directory {
+    /// Fixed addresses by broker id (`--peer`).
+    Static(HashMap<u32, String>),
+    /// The pods of the namespace, from the watched Topics.
+    Cluster(Arc<ClusterView>),
+}
+
+/// The other brokers and lazily opened channels to them.
+#[derive(Debug)]
 pub struct Peers {
-    addresses: HashMap<u32, String>,
-    channels: Mutex<HashMap<u32, Channel>>,
+    directory: Directory,
+    channels: Mutex<HashMap<String, Channel>>,
 }
 
 /// The broker id a transaction id names (`<broker hex>-<sequence hex>`).
@@ -30,48 +50,98 @@ pub fn transaction_owner(transaction_id: &str) -> Option<u32> {
 }
 
 impl Peers {
-    /// Peers by broker id, as `host:port`.
-    pub fn new(addresses: HashMap<u32, String>) -> Self {
-        Self { addresses, channels: Mutex::new(HashMap::new()) }
+    /// Peers found through `directory`.
+    pub fn new(directory: Directory) -> Self {
+        Self { directory, channels: Mutex::new(HashMap::new()) }
     }
 
-    fn client(&self, broker: u32) -> Result<MessagingServiceClient<Channel>, BrokerError> {
+    /// `host:port` of broker `id` serving `topic`.
+    pub fn broker_address(&self, topic: &str, id: u32) -> Result<String, BrokerError> {
+        match &self.directory {
+            Directory::Static(peers) => peers.get(&id).cloned().ok_or_else(|| {
+                BrokerError::InvalidTransactionId(format!(
+                    "the transaction belongs to broker {id}, which this broker does not know (no --peer for it)"
+                ))
+            }),
+            Directory::Cluster(view) => view
+                .host_of_ordinal(topic, id)
+                .map(|host| format!("{host}:{}", weir_crds::naming::GRPC_PORT))
+                .ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned())),
+        }
+    }
+
+    /// `host:port` of the pod named `pod` (Kubernetes mode).
+    pub fn pod_address(&self, pod: &str) -> Result<String, BrokerError> {
+        match &self.directory {
+            Directory::Cluster(view) => view
+                .me()
+                .host_of(pod)
+                .map(|host| format!("{host}:{}", weir_crds::naming::GRPC_PORT))
+                .ok_or_else(|| BrokerError::internal(format!("{pod:?} is not a StatefulSet pod name"))),
+            Directory::Static(_) => Err(BrokerError::internal("pods are only known in Kubernetes mode")),
+        }
+    }
+
+    fn client(&self, address: &str) -> Result<MessagingServiceClient<Channel>, BrokerError> {
         let mut channels = self.channels.lock();
-        if let Some(c) = channels.get(&broker) {
+        if let Some(c) = channels.get(address) {
             return Ok(MessagingServiceClient::new(c.clone()));
         }
-        let address = self.addresses.get(&broker).ok_or_else(|| {
-            BrokerError::InvalidTransactionId(format!(
-                "the transaction belongs to broker {broker}, which this broker does not know (no --peer for it)"
-            ))
-        })?;
         let channel = Channel::from_shared(format!("http://{address}"))
             .map_err(|e| BrokerError::internal(format!("peer address {address}: {e}")))?
+            .timeout(FORWARD_TIMEOUT)
             .connect_lazy();
-        channels.insert(broker, channel.clone());
+        channels.insert(address.to_owned(), channel.clone());
         Ok(MessagingServiceClient::new(channel))
     }
 
-    /// Passes `EndTransaction` on to `broker`, on behalf of `caller`, and returns its answer.
+    /// A request on behalf of `caller`, marked as forwarded.
+    fn request<T>(caller: &Caller, body: T) -> Result<tonic::Request<T>, BrokerError> {
+        let mut request = tonic::Request::new(body);
+        let id = MetadataValue::try_from(caller.client_id.as_str())
+            .map_err(|_| BrokerError::BadRequest("client id is not ASCII".into()))?;
+        let metadata = request.metadata_mut();
+        metadata.insert("x-mq-client-id", id);
+        if let Ok(language) = MetadataValue::try_from(caller.language.as_str()) {
+            metadata.insert("x-mq-language", language);
+        }
+        metadata.insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        Ok(request)
+    }
+
+    /// Passes `EndTransaction` on to the broker at `address` and returns its answer.
     pub async fn end_transaction(
         &self,
-        broker: u32,
+        address: &str,
         caller: &Caller,
         req: pb::EndTransactionRequest,
     ) -> Result<pb::Status, BrokerError> {
-        let mut client = self.client(broker)?;
-        let mut request = tonic::Request::new(req);
-        let id = MetadataValue::try_from(caller.client_id.as_str())
-            .map_err(|_| BrokerError::BadRequest("client id is not ASCII".into()))?;
-        request.metadata_mut().insert("x-mq-client-id", id);
-        if let Ok(language) = MetadataValue::try_from(caller.language.as_str()) {
-            request.metadata_mut().insert("x-mq-language", language);
-        }
-        let response = client.end_transaction(request).await.map_err(|e| {
-            BrokerError::internal(format!("forwarding EndTransaction to broker {broker}: {}", e.message()))
-        })?;
+        let response = self
+            .client(address)?
+            .end_transaction(Self::request(caller, req)?)
+            .await
+            .map_err(|e| unreachable_peer(address, "EndTransaction", &e))?;
         Ok(response.into_inner().status.unwrap_or_else(crate::grpc::status::ok))
     }
+
+    /// Passes `SendMessage` on to the broker at `address` and returns its answer.
+    pub async fn send(
+        &self,
+        address: &str,
+        caller: &Caller,
+        req: pb::SendMessageRequest,
+    ) -> Result<pb::SendMessageResponse, BrokerError> {
+        let response = self
+            .client(address)?
+            .send_message(Self::request(caller, req)?)
+            .await
+            .map_err(|e| unreachable_peer(address, "SendMessage", &e))?;
+        Ok(response.into_inner())
+    }
+}
+
+fn unreachable_peer(address: &str, rpc: &str, e: &tonic::Status) -> BrokerError {
+    BrokerError::Unavailable(format!("forwarding {rpc} to {address}: {}", e.message()))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod context;
 pub mod convert;
 pub mod forward;
 pub mod route;
+mod send;
 pub mod session;
 pub mod status;
 
@@ -23,6 +24,7 @@ use weir_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use weir_proto::rocketmq::v2::receive_message_response::Content;
 
 use crate::broker::{Broker, ReceiveRequest, Resolution};
+use crate::cluster::ClusterView;
 use crate::consume::filter::{Filter, FilterKind};
 use crate::error::BrokerError;
 use context::Caller;
@@ -40,14 +42,27 @@ pub struct Messaging {
     broker: Arc<Broker>,
     advertised: Arc<Advertised>,
     peers: Arc<Peers>,
+    /// Kubernetes mode: the rest of the cluster.
+    cluster: Option<Arc<ClusterView>>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
 
 impl Messaging {
-    /// A service answering for `broker`, advertising `advertised` in routes.
-    pub fn new(broker: Arc<Broker>, advertised: Advertised, peers: Peers) -> Self {
-        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers) }
+    /// A service answering for `broker`, advertising `advertised` in routes; in Kubernetes,
+    /// `cluster` is the view of the other pods.
+    pub fn new(broker: Arc<Broker>, advertised: Advertised, peers: Peers, cluster: Option<Arc<ClusterView>>) -> Self {
+        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers), cluster }
+    }
+
+    /// Whether broker `owner` of `topic` is this broker (in Kubernetes, ordinals repeat across
+    /// the StatefulSets of different topics).
+    fn is_me(&self, topic: &str, owner: u32) -> bool {
+        let same_set = match &self.cluster {
+            Some(view) => view.placement(topic).is_none_or(|p| p.object == view.me().topic_object),
+            None => true,
+        };
+        same_set && owner == self.broker.config().broker_id
     }
 
     fn observe(&self, rpc: &str, code: i32, started: Instant) {
@@ -128,9 +143,11 @@ impl MessagingService for Messaging {
         let started = Instant::now();
         let (language, caller) = caller(&request);
         let req = request.into_inner();
-        let response =
-            caller.and_then(|_| route::query_route(&self.broker, &self.advertised, &req)).unwrap_or_else(|e| {
-                pb::QueryRouteResponse { status: Some(error_status(&e, &language)), message_queues: vec![] }
+        let response = caller
+            .and_then(|_| route::query_route(&self.broker, &self.advertised, self.cluster.as_deref(), &req))
+            .unwrap_or_else(|e| pb::QueryRouteResponse {
+                status: Some(error_status(&e, &language)),
+                message_queues: vec![],
             });
         self.observe("QueryRoute", response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
@@ -155,44 +172,18 @@ impl MessagingService for Messaging {
         let started = Instant::now();
         let (language, caller) = caller(&request);
         let req = request.into_inner();
-        let response = if let Err(e) = caller {
-            pb::SendMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] }
-        } else if req.messages.is_empty() {
-            let e = BrokerError::BadRequest("SendMessage carries no messages".into());
-            pb::SendMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] }
-        } else {
-            let max_body = self.broker.config().max_body_bytes;
-            let ids: Vec<String> = req
-                .messages
-                .iter()
-                .map(|m| m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default())
-                .collect();
-            let converted: Vec<_> = req.messages.into_iter().map(|m| convert::incoming(m, max_body)).collect();
-            let valid: Vec<_> = converted.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
-            let mut stored = self.broker.send(valid).await.into_iter();
-            let entries: Vec<pb::SendResultEntry> = converted
-                .into_iter()
-                .zip(ids)
-                .map(|(c, id)| {
-                    let result = c.and_then(|_| stored.next().expect("one result per valid message"));
-                    match result {
-                        Ok(r) => pb::SendResultEntry {
-                            status: Some(ok()),
-                            message_id: r.message_id,
-                            offset: r.offset as i64,
-                            transaction_id: r.transaction_id,
-                            ..Default::default()
-                        },
-                        Err(e) => pb::SendResultEntry {
-                            status: Some(error_status(&e, &language)),
-                            message_id: id,
-                            ..Default::default()
-                        },
-                    }
-                })
-                .collect();
-            let statuses: Vec<pb::Status> = entries.iter().filter_map(|e| e.status.clone()).collect();
-            pb::SendMessageResponse { status: Some(batch_status(&statuses)), entries }
+        let refused =
+            |e: BrokerError| pb::SendMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] };
+        let response = match caller {
+            Err(e) => refused(e),
+            Ok(_) if req.messages.is_empty() => {
+                refused(BrokerError::BadRequest("SendMessage carries no messages".into()))
+            }
+            Ok(c) => {
+                let entries = self.send(&c, req.messages).await;
+                let statuses: Vec<pb::Status> = entries.iter().filter_map(|e| e.status.clone()).collect();
+                pb::SendMessageResponse { status: Some(batch_status(&statuses)), entries }
+            }
         };
         self.observe("SendMessage", response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
@@ -204,7 +195,9 @@ impl MessagingService for Messaging {
     ) -> Result<Response<pb::QueryAssignmentResponse>, GrpcStatus> {
         let (language, caller) = caller(&request);
         let response = caller
-            .and_then(|_| route::query_assignment(&self.broker, &self.advertised, request.get_ref()))
+            .and_then(|_| {
+                route::query_assignment(&self.broker, &self.advertised, self.cluster.as_deref(), request.get_ref())
+            })
             .unwrap_or_else(|e| pb::QueryAssignmentResponse {
                 status: Some(error_status(&e, &language)),
                 assignments: vec![],
@@ -348,19 +341,23 @@ impl MessagingService for Messaging {
             Ok(pb::TransactionResolution::Rollback) => Resolution::Rollback,
             _ => Resolution::Unknown,
         };
-        let owner = forward::transaction_owner(&req.transaction_id);
-        let status = match caller {
-            // Another broker holds the half message: pass the request on.
-            Ok(c) if owner.is_some_and(|o| o != self.broker.config().broker_id) => {
-                let owner = owner.expect("checked");
-                self.peers.end_transaction(owner, &c, req).await.unwrap_or_else(|e| error_status(&e, &language))
+        let topic = name(&req.topic).to_owned();
+        let owner = forward::transaction_owner(&req.transaction_id).filter(|o| !self.is_me(&topic, *o));
+        let status = match (caller, owner) {
+            // Another broker holds the half message: pass the request on (once).
+            (Ok(c), Some(owner)) if !c.forwarded => {
+                let forwarded = match self.peers.broker_address(&topic, owner) {
+                    Ok(address) => self.peers.end_transaction(&address, &c, req).await,
+                    Err(e) => Err(e),
+                };
+                forwarded.unwrap_or_else(|e| error_status(&e, &language))
             }
-            Ok(_) => self
+            (Ok(_), _) => self
                 .broker
-                .end_transaction(name(&req.topic), &req.message_id, &req.transaction_id, resolution)
+                .end_transaction(&topic, &req.message_id, &req.transaction_id, resolution)
                 .await
                 .map_or_else(|e| error_status(&e, &language), |()| ok()),
-            Err(e) => error_status(&e, &language),
+            (Err(e), _) => error_status(&e, &language),
         };
         Ok(Response::new(pb::EndTransactionResponse { status: Some(status) }))
     }

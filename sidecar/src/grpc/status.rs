@@ -45,6 +45,7 @@ pub fn code_of(e: &BrokerError) -> Code {
         BrokerError::InvalidTransactionId(_) => Code::InvalidTransactionId,
         BrokerError::TooManyRequests(_) => Code::TooManyRequests,
         BrokerError::Unsupported(_) => Code::NotImplemented,
+        BrokerError::NotOwner { .. } | BrokerError::Unavailable(_) => Code::HaNotAvailable,
         BrokerError::Storage(StorageError::TooLarge { .. }) => Code::MessageBodyTooLarge,
         BrokerError::Storage(_) | BrokerError::Internal(_) => Code::InternalServerError,
     }

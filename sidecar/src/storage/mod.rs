@@ -253,6 +253,9 @@ type PartitionKey = (Arc<str>, u32);
 
 pub(crate) struct StoreInner {
     config: StoreConfig,
+    /// Retention in force (starts as `config.retention`; a broker in Kubernetes learns its topic's
+    /// retention after it has opened the store).
+    retention: Mutex<Retention>,
     log: CommitLog,
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     state: Arc<dyn StateMachine>,
@@ -348,6 +351,7 @@ impl Store {
             CommitLog::open(&config.dir.join("commitlog"), config.segment_bytes, config.max_frame_bytes, replay_from)?;
         let (published, _) = watch::channel(0);
         let inner = Arc::new(StoreInner {
+            retention: Mutex::new(config.retention),
             log,
             partitions: RwLock::new(HashMap::new()),
             state,
@@ -446,10 +450,15 @@ impl Store {
         .map_err(|e| StorageError::Fatal(format!("checkpoint task failed: {e}")))?
     }
 
+    /// Changes the retention limits (applied at the next [`Store::enforce_retention`]).
+    pub fn set_retention(&self, retention: Retention) {
+        *self.inner.retention.lock() = retention;
+    }
+
     /// Deletes sealed segments past the retention limits (never beyond the checkpoint), then drops
     /// index entries that pointed into them. Returns the bytes freed. Blocking.
     pub fn enforce_retention(&self, now: SystemTime) -> Result<u64, StorageError> {
-        let Retention { time, bytes } = self.inner.config.retention;
+        let Retention { time, bytes } = *self.inner.retention.lock();
         let log = &self.inner.log;
         let before = log.total_bytes();
         let mut excess = bytes.map(|b| before.saturating_sub(b)).unwrap_or(0);
