@@ -203,7 +203,9 @@ impl Node {
             container.command.iter().flatten().chain(container.args.iter().flatten()).map(|s| expand(s)).collect();
         let (program, args) = command.split_first().ok_or_else(|| anyhow::anyhow!("{set_name}: empty command"))?;
         let log = std::fs::File::create(self.config.work_dir.join(format!("{pod}.log")))?;
-        let child = Command::new(crate::binary(program))
+        let mut command = Command::new(crate::binary(program));
+        crate::die_with_parent(&mut command);
+        let child = command
             .args(args)
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

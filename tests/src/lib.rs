@@ -45,7 +45,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// Makes the child receive SIGKILL when the test process dies, so a test killed by the runner's
 /// timeout leaves no broker behind.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only makes one async-signal-safe
     // system call (prctl), allocating nothing.
@@ -162,14 +162,7 @@ impl Sidecar {
 
     /// The text of `/metrics`.
     pub fn scrape(&self) -> Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.metrics)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics)?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).context("no HTTP body")?;
-        Ok(body)
+        scrape(self.metrics)
     }
 }
 
@@ -177,6 +170,18 @@ impl Drop for Sidecar {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The text of `/metrics` served at `addr`.
+pub fn scrape(addr: SocketAddr) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).context("no HTTP body")?;
+    Ok(body)
 }
 
 /// Sum of a metric's samples whose label set contains every `label="value"` pair given.

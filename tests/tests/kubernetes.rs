@@ -1,0 +1,201 @@
+//! Weir on "Kubernetes" without a cluster: the in-memory API server (`weir_tests::fake_kube`,
+//! standing in for kube-apiserver, which cannot run here) holds the Topic and ConsumerGroup
+//! objects, and the fake kubelet (`weir_tests::kubelet`, standing in for nodes: local processes,
+//! loopback addresses, `/etc/hosts` for cluster DNS) runs real `weir-sidecar` pods from exactly the
+//! StatefulSet the operator builds. The official Rust SDK talks to them through the namespace's
+//! client Service name, like an application in the cluster would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use rocketmq::model::common::{FilterExpression, FilterType};
+use rocketmq::model::message::MessageBuilder;
+use serde_json::json;
+use weir_crds::{ConsumerGroup, Topic, naming};
+use weir_operator::build::{BrokerSetShape, TopicRef, build_stateful_set};
+use weir_operator::config::OperatorConfig;
+use weir_proto::rocketmq::v2 as pb;
+use weir_tests::fake_kube::FakeKube;
+use weir_tests::kubelet::{FakeKubelet, KubeletConfig};
+use weir_tests::{raw, sdk, wait_for};
+
+/// A namespace of its own per test process (it also marks the `/etc/hosts` lines).
+fn namespace(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// Creates a Topic from a YAML spec and returns it as stored (with its uid).
+async fn create_topic(client: &kube::Client, ns: &str, name: &str, spec: &str) -> Topic {
+    let topic = Topic::new(name, serde_yaml::from_str(spec).expect("spec"));
+    Api::<Topic>::namespaced(client.clone(), ns).create(&PostParams::default(), &topic).await.expect("create Topic")
+}
+
+/// Creates a ConsumerGroup of `topic` that starts at the earliest message.
+async fn create_group(client: &kube::Client, ns: &str, name: &str, topic: &str) {
+    let spec = format!("{{subscriptions: [{{topicRef: {{name: {topic}}}}}], startFrom: {{position: Earliest}}}}");
+    let group = ConsumerGroup::new(name, serde_yaml::from_str(&spec).expect("spec"));
+    Api::<ConsumerGroup>::namespaced(client.clone(), ns).create(&PostParams::default(), &group).await.expect("group");
+}
+
+/// Writes `status.assignment` as the operator would.
+async fn assign(client: &kube::Client, ns: &str, topic: &str, assignment: serde_json::Value) {
+    let status = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Topic", "status": {"assignment": assignment}});
+    Api::<Topic>::namespaced(client.clone(), ns)
+        .patch_status(topic, &PatchParams::apply("weir-operator").force(), &Patch::Apply(status))
+        .await
+        .expect("status");
+}
+
+/// Creates the Topic's StatefulSet exactly as the operator builds it, with `replicas` pods.
+async fn create_broker_set(client: &kube::Client, topic: &Topic, replicas: i32) {
+    let config = OperatorConfig::default();
+    let set = build_stateful_set(
+        topic,
+        &TopicRef::of(topic).expect("stored topic"),
+        &config,
+        &BrokerSetShape::from_spec(topic, replicas),
+    );
+    let ns = topic.metadata.namespace.as_deref().unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), ns).create(&PostParams::default(), &set).await.expect("set");
+}
+
+async fn wait_ready(client: &kube::Client, ns: &str, set: &str, replicas: i32) {
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    wait_for(Duration::from_secs(60), &format!("{replicas} ready pods of {set}"), async || {
+        let s = sets.get(set).await.ok()?;
+        (s.status?.ready_replicas? == replicas).then_some(())
+    })
+    .await;
+}
+
+/// The fake cluster: API server, kubelet and a scratch directory.
+struct Cluster {
+    api: FakeKube,
+    kubelet: FakeKubelet,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster(ns: &str) -> Cluster {
+    let api = FakeKube::start().await;
+    api.create_namespace(ns);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig).unwrap();
+    let kubelet = FakeKubelet::start(
+        api.client(),
+        KubeletConfig {
+            namespace: ns.to_owned(),
+            kubeconfig,
+            work_dir: dir.path().to_owned(),
+            cluster_domain: naming::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            client_service: naming::CLIENT_SERVICE.to_owned(),
+        },
+    );
+    Cluster { api, kubelet, _dir: dir }
+}
+
+/// Three pods of one Topic share its partitions as `status.assignment` says; an SDK producer and
+/// consumer reach them all through the client Service name; sends that reach a pod of another
+/// topic, and EndTransaction that reaches the wrong pod, are forwarded to the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_pods_share_a_topic_and_forward_to_each_other() {
+    let ns = namespace("shop");
+    let c = cluster(&ns).await;
+    let client = c.api.client();
+    let orders = create_topic(&client, &ns, "orders", "{partitions: 6, brokers: {replicas: 3}}").await;
+    let payments =
+        create_topic(&client, &ns, "payments", "{partitions: 1, messageType: Transaction, brokers: {replicas: 1}}")
+            .await;
+    create_group(&client, &ns, "billing", "orders").await;
+    create_group(&client, &ns, "ledger", "payments").await;
+    assign(
+        &client,
+        &ns,
+        "orders",
+        json!([
+            {"pod": "orders-broker-0", "partitions": "0-1"},
+            {"pod": "orders-broker-1", "partitions": "2-3"},
+            {"pod": "orders-broker-2", "partitions": "4-5"},
+        ]),
+    )
+    .await;
+    assign(&client, &ns, "payments", json!([{"pod": "payments-broker-0", "partitions": "0"}])).await;
+    create_broker_set(&client, &orders, 3).await;
+    create_broker_set(&client, &payments, 1).await;
+    wait_ready(&client, &ns, "orders-broker", 3).await;
+    wait_ready(&client, &ns, "payments-broker", 1).await;
+
+    // An application in the namespace only knows the client Service.
+    let url = format!("{}:{}", naming::client_service_host(&ns, naming::DEFAULT_CLUSTER_DOMAIN), naming::GRPC_PORT);
+    let producer = Arc::new(sdk::producer(&url, &["orders"]).await);
+    let mut sent = BTreeMap::new();
+    for i in 0..120 {
+        let body = format!("order-{i}");
+        let m = MessageBuilder::builder().set_topic("orders").set_body(body.clone().into_bytes()).build().unwrap();
+        let receipt = producer.send(m).await.expect("send acknowledged");
+        sent.insert(receipt.message_id().to_owned(), body);
+    }
+    // Every pod stored its share (the producer spreads over the queues of the route).
+    for pod in ["orders-broker-0", "orders-broker-1", "orders-broker-2"] {
+        let ip = c.kubelet.pod_ip(pod).unwrap();
+        let scrape = weir_tests::scrape(format!("{ip}:{}", naming::METRICS_PORT).parse().unwrap()).unwrap();
+        let stored = weir_tests::metric_sum(&scrape, "rocketmq_messages_in_total", &[("topic", "orders")]);
+        assert!(stored > 0.0, "{pod} stored nothing");
+    }
+
+    let consumer = sdk::consumer(&url, "billing", &["orders"], Duration::from_secs(2)).await;
+    let filter = FilterExpression::new(FilterType::Tag, "*");
+    let mut got = HashMap::new();
+    let mut empty = 0;
+    while got.len() < sent.len() && empty < 20 {
+        let messages = consumer.receive_with("orders", &filter, 16, Duration::from_secs(30)).await.expect("receive");
+        if messages.is_empty() {
+            empty += 1;
+        }
+        for m in &messages {
+            let body = String::from_utf8(m.body().to_vec()).unwrap();
+            assert!(got.insert(m.message_id().to_owned(), body).is_none(), "{} delivered twice", m.message_id());
+            consumer.ack(m).await.expect("ack");
+        }
+    }
+    assert_eq!(got.len(), sent.len(), "every message from every pod, exactly once");
+    assert_eq!(got.into_iter().collect::<BTreeMap<_, _>>(), sent);
+
+    // A send for `orders` that reaches the payments pod is passed on to an orders pod.
+    let payments_ip = c.kubelet.pod_ip("payments-broker-0").unwrap();
+    let mut at_payments = raw::connect(format!("{payments_ip}:8081").parse().unwrap(), Some("app@1")).await;
+    let m = raw::message("orders", "forwarded-order", None, b"via the wrong pod".to_vec());
+    let r = at_payments.send_message(pb::SendMessageRequest { messages: vec![m] }).await.unwrap().into_inner();
+    assert_eq!(raw::code(&r.status), pb::Code::Ok, "{:?}", r.status);
+
+    // A half message on the payments pod, committed through an orders pod.
+    let mut half = raw::message("payments", "pay-1", None, b"pay".to_vec());
+    half.system_properties.as_mut().unwrap().message_type = pb::MessageType::Transaction as i32;
+    let r = at_payments.send_message(pb::SendMessageRequest { messages: vec![half] }).await.unwrap().into_inner();
+    let transaction_id = r.entries[0].transaction_id.clone();
+    let orders_ip = c.kubelet.pod_ip("orders-broker-0").unwrap();
+    let mut at_orders = raw::connect(format!("{orders_ip}:8081").parse().unwrap(), Some("app@1")).await;
+    let end = pb::EndTransactionRequest {
+        topic: raw::resource("payments"),
+        message_id: "pay-1".into(),
+        transaction_id,
+        resolution: pb::TransactionResolution::Commit as i32,
+        source: pb::TransactionSource::SourceClient as i32,
+        trace_context: String::new(),
+    };
+    let r = at_orders.end_transaction(end).await.unwrap().into_inner();
+    assert_eq!(raw::code(&r.status), pb::Code::Ok, "{:?}", r.status);
+    let mut got = Vec::new();
+    wait_for(Duration::from_secs(20), "the committed payment", async || {
+        let req = raw::receive_request("ledger", "payments", "*", 10_000);
+        let (_, messages) = raw::receive(&mut at_payments, req).await;
+        got.extend(messages.into_iter().map(|m| m.body.to_vec()));
+        (!got.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(got, [b"pay".to_vec()]);
+}
