@@ -1,0 +1,431 @@
+//! The broker StatefulSet of a Topic and its pod template.
+//!
+//! The pod runs one container, `broker` (`weir-sidecar kubernetes --topic <name> ...`), which
+//! learns everything else (partitions, retention, groups) by watching Topic and ConsumerGroup
+//! objects, so a spec change other than `brokers` does not restart pods. The pod meets the
+//! "restricted" Pod Security Standard; its only writable paths are the data volume and `/tmp`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, GRPCAction,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use weir_crds::{PodOverrides, PullPolicy, PvcRetentionPolicy, Topic, naming};
+
+use super::{TopicRef, labels};
+use crate::config::OperatorConfig;
+
+/// Name of the broker container.
+pub const CONTAINER: &str = "broker";
+/// UID and GID the broker runs as (the distroless `nonroot` user).
+pub const BROKER_UID: i64 = 65532;
+/// Seconds a broker gets to finish in-flight requests and flush on SIGTERM.
+pub const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// Startup allowance: recovering a large commit log can take long, so the liveness probe only
+/// starts after `STARTUP_PERIOD_SECONDS * STARTUP_FAILURE_THRESHOLD` seconds at most (30 min).
+pub const STARTUP_PERIOD_SECONDS: i32 = 5;
+/// See [`STARTUP_PERIOD_SECONDS`].
+pub const STARTUP_FAILURE_THRESHOLD: i32 = 360;
+const TMP_VOLUME: &str = "tmp";
+
+/// What the plan decides about the StatefulSet beyond the Topic's spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokerSetShape {
+    /// Pods to run: the desired count, or more while departing pods drain.
+    pub replicas: i32,
+    /// Size of the volume claim template. Templates are immutable once the set exists, so this is
+    /// the existing template's size then (volumes grow by resizing the PVCs).
+    pub claim_size: Quantity,
+    /// StorageClass of the volume claim template (immutable like the size).
+    pub storage_class: Option<String>,
+}
+
+impl BrokerSetShape {
+    /// The shape of a new set: `replicas` pods, volumes as in the spec.
+    pub fn from_spec(topic: &Topic, replicas: i32) -> Self {
+        let storage = &topic.spec.brokers.storage;
+        Self { replicas, claim_size: storage.size.clone(), storage_class: storage.storage_class_name.clone() }
+    }
+}
+
+/// The image reference: spec overrides, else the operator's defaults.
+pub fn broker_image(topic: &Topic, config: &OperatorConfig) -> String {
+    let image = topic.spec.brokers.image.clone().unwrap_or_default();
+    let repository = image.repository.unwrap_or_else(|| config.broker_image_repository.clone());
+    let tag = image.tag.unwrap_or_else(|| config.broker_image_tag.clone());
+    format!("{repository}:{tag}")
+}
+
+/// The broker's command-line arguments (after `weir-sidecar`).
+pub fn broker_args(topic_name: &str, config: &OperatorConfig) -> Vec<String> {
+    let listen = format!("0.0.0.0:{}", naming::GRPC_PORT);
+    let metrics = format!("0.0.0.0:{}", naming::METRICS_PORT);
+    [
+        "kubernetes",
+        "--topic",
+        topic_name,
+        "--data-dir",
+        naming::DATA_MOUNT_PATH,
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        &metrics,
+        "--cluster-domain",
+        &config.cluster_domain,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Requests and limits when the spec sets none: enough for a few thousand messages per second
+/// with Sync durability; memory is limited because the page cache, not the heap, holds the log.
+pub fn default_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([("cpu".to_owned(), q("250m")), ("memory".to_owned(), q("512Mi"))])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), q("2Gi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn env_from_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.to_owned(), ..ObjectFieldSelector::default() }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn healthz(period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/healthz".to_owned()),
+            port: IntOrString::String("metrics".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) -> Container {
+    let port = |name: &str, port: u16| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    };
+    Container {
+        name: CONTAINER.to_owned(),
+        image: Some(broker_image(topic, config)),
+        image_pull_policy: topic.spec.brokers.image.as_ref().and_then(|i| i.pull_policy).map(pull_policy),
+        command: Some(vec!["weir-sidecar".to_owned()]),
+        args: Some(broker_args(topic_name, config)),
+        env: Some(vec![
+            env_from_field("POD_NAME", "metadata.name"),
+            env_from_field("POD_NAMESPACE", "metadata.namespace"),
+            EnvVar { name: "WEIR_LOG_FORMAT".to_owned(), value: Some("json".to_owned()), ..EnvVar::default() },
+        ]),
+        ports: Some(vec![port("grpc", naming::GRPC_PORT), port("metrics", naming::METRICS_PORT)]),
+        readiness_probe: Some(Probe {
+            grpc: Some(GRPCAction { port: i32::from(naming::GRPC_PORT), ..GRPCAction::default() }),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            timeout_seconds: Some(3),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(healthz(10, 6)),
+        startup_probe: Some(healthz(STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD)),
+        resources: Some(topic.spec.brokers.resources.clone().unwrap_or_else(default_resources)),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_owned()]), ..Capabilities::default() }),
+            seccomp_profile: Some(runtime_default_seccomp()),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: naming::DATA_VOLUME.to_owned(),
+                mount_path: naming::DATA_MOUNT_PATH.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount { name: TMP_VOLUME.to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
+        ]),
+        ..Container::default()
+    }
+}
+
+fn pull_policy(policy: PullPolicy) -> String {
+    match policy {
+        PullPolicy::Always => "Always",
+        PullPolicy::IfNotPresent => "IfNotPresent",
+        PullPolicy::Never => "Never",
+    }
+    .to_owned()
+}
+
+fn runtime_default_seccomp() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".to_owned(), ..SeccompProfile::default() }
+}
+
+/// Without an affinity in the spec, prefer one broker of a Topic per node: a node failure then
+/// costs each Topic at most one pod's partitions.
+fn default_affinity(topic_name: &str) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![WeightedPodAffinityTerm {
+                weight: 100,
+                pod_affinity_term: PodAffinityTerm {
+                    topology_key: "kubernetes.io/hostname".to_owned(),
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(labels::selector_labels(topic_name)),
+                        ..LabelSelector::default()
+                    }),
+                    ..PodAffinityTerm::default()
+                },
+            }]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+fn non_empty_map(m: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!m.is_empty()).then_some(m)
+}
+
+fn pod_template(topic: &Topic, topic_ref: &TopicRef, config: &OperatorConfig) -> PodTemplateSpec {
+    let overrides = topic.spec.brokers.pod_template.clone().unwrap_or_default();
+    let PodOverrides {
+        annotations,
+        labels: extra_labels,
+        node_selector,
+        affinity,
+        tolerations,
+        topology_spread_constraints,
+        priority_class_name,
+        image_pull_secrets,
+    } = overrides;
+    // User labels first, so the operator's (selector) labels win.
+    let mut pod_labels = extra_labels;
+    pod_labels.extend(labels::topic_labels(&topic_ref.name));
+    let mut pod_annotations = annotations;
+    pod_annotations.insert("kubectl.kubernetes.io/default-container".to_owned(), CONTAINER.to_owned());
+
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(pod_annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![broker_container(topic, &topic_ref.name, config)],
+            service_account_name: Some(config.broker_service_account.clone()),
+            automount_service_account_token: Some(true),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(BROKER_UID),
+                run_as_group: Some(BROKER_UID),
+                fs_group: Some(BROKER_UID),
+                fs_group_change_policy: Some("OnRootMismatch".to_owned()),
+                seccomp_profile: Some(runtime_default_seccomp()),
+                ..PodSecurityContext::default()
+            }),
+            affinity: Some(affinity.unwrap_or_else(|| default_affinity(&topic_ref.name))),
+            node_selector: non_empty_map(node_selector),
+            tolerations: non_empty(tolerations),
+            topology_spread_constraints: non_empty(topology_spread_constraints),
+            priority_class_name,
+            image_pull_secrets: non_empty(image_pull_secrets),
+            volumes: Some(vec![Volume {
+                name: TMP_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("64Mi".to_owned())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn claim_template(topic_ref: &TopicRef, shape: &BrokerSetShape) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(naming::DATA_VOLUME.to_owned()),
+            labels: Some(labels::topic_labels(&topic_ref.name)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([("storage".to_owned(), shape.claim_size.clone())])),
+                ..VolumeResourceRequirements::default()
+            }),
+            storage_class_name: shape.storage_class.clone(),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn retention(policy: PvcRetentionPolicy) -> String {
+    match policy {
+        PvcRetentionPolicy::Retain => "Retain",
+        PvcRetentionPolicy::Delete => "Delete",
+    }
+    .to_owned()
+}
+
+/// The StatefulSet `<topic>-broker`.
+pub fn build_stateful_set(
+    topic: &Topic,
+    topic_ref: &TopicRef,
+    config: &OperatorConfig,
+    shape: &BrokerSetShape,
+) -> StatefulSet {
+    let pvc = &topic.spec.brokers.pvc_retention;
+    StatefulSet {
+        metadata: topic_ref.child_meta(naming::broker_set(&topic_ref.name)),
+        spec: StatefulSetSpec {
+            replicas: Some(shape.replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels::selector_labels(&topic_ref.name)),
+                ..LabelSelector::default()
+            },
+            service_name: Some(naming::broker_set(&topic_ref.name)),
+            // Brokers do not depend on each other to start; ordered start-up only slows recovery.
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            revision_history_limit: Some(5),
+            persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
+                when_deleted: Some(retention(pvc.when_deleted)),
+                when_scaled: Some(retention(pvc.when_scaled)),
+            }),
+            template: pod_template(topic, topic_ref, config),
+            volume_claim_templates: Some(vec![claim_template(topic_ref, shape)]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::{topic, topic_yaml};
+    use crate::build::{build_client_service, build_headless_service, build_pdb};
+    use weir_crds::TopicSpec;
+
+    fn config() -> OperatorConfig {
+        OperatorConfig { broker_image_tag: "0.1.0".to_owned(), ..OperatorConfig::default() }
+    }
+
+    const CUSTOM: &str = r#"
+topicName: Orders_EU
+partitions: 12
+brokers:
+  replicas: 3
+  image: {repository: registry.example/weir, tag: "1.2.3", pullPolicy: Always}
+  resources:
+    requests: {cpu: "1", memory: 2Gi}
+    limits: {cpu: "2", memory: 4Gi}
+  storage: {size: 50Gi, storageClassName: fast-ssd, expandable: true}
+  pvcRetention: {whenDeleted: Delete, whenScaled: Retain}
+  disruption: {maxUnavailable: 0}
+  podTemplate:
+    annotations: {prometheus.io/scrape: "true"}
+    labels: {team: payments, app.kubernetes.io/name: not-weir}
+    nodeSelector: {disk: ssd}
+    priorityClassName: critical-mq
+    tolerations: [{key: dedicated, operator: Equal, value: mq, effect: NoSchedule}]
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a, b]}]}]
+    imagePullSecrets: [{name: registry-creds}]
+"#;
+
+    #[test]
+    fn default_topic_objects() {
+        let t = topic("orders", TopicSpec::default());
+        let r = TopicRef::of(&t).unwrap();
+        let shape = BrokerSetShape::from_spec(&t, 1);
+        insta::assert_yaml_snapshot!("default_statefulset", build_stateful_set(&t, &r, &config(), &shape));
+        insta::assert_yaml_snapshot!("default_headless_service", build_headless_service(&r));
+        insta::assert_yaml_snapshot!("default_pdb", build_pdb(&r, &t));
+        insta::assert_yaml_snapshot!("client_service", build_client_service("shop"));
+    }
+
+    #[test]
+    fn customised_topic_objects() {
+        let t = topic_yaml("orders-eu", CUSTOM);
+        let r = TopicRef::of(&t).unwrap();
+        let shape = BrokerSetShape::from_spec(&t, 4);
+        let set = build_stateful_set(&t, &r, &config(), &shape);
+        insta::assert_yaml_snapshot!("custom_statefulset", set);
+        insta::assert_yaml_snapshot!("custom_pdb", build_pdb(&r, &t));
+    }
+
+    #[test]
+    fn selector_labels_cannot_be_overridden_and_match_the_services() {
+        let t = topic_yaml("orders-eu", CUSTOM);
+        let r = TopicRef::of(&t).unwrap();
+        let set = build_stateful_set(&t, &r, &config(), &BrokerSetShape::from_spec(&t, 3));
+        let spec = set.spec;
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(pod_labels.get(naming::labels::NAME).map(String::as_str), Some("weir"));
+        assert_eq!(pod_labels.get("team").map(String::as_str), Some("payments"));
+        for selector in [
+            spec.selector.match_labels.unwrap(),
+            build_headless_service(&r).spec.unwrap().selector.unwrap(),
+            build_client_service("shop").spec.unwrap().selector.unwrap(),
+        ] {
+            assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "{selector:?}");
+        }
+    }
+
+    #[test]
+    fn args_name_the_topic_object_and_cluster_domain() {
+        let cfg = OperatorConfig { cluster_domain: "corp.internal".to_owned(), ..config() };
+        let args = broker_args("orders", &cfg);
+        assert_eq!(args[..3], ["kubernetes", "--topic", "orders"]);
+        assert_eq!(args.last().map(String::as_str), Some("corp.internal"));
+        let t = topic_yaml("t", "brokers: {image: {tag: edge}}");
+        assert_eq!(broker_image(&t, &cfg), "ghcr.io/weir-mq/weir-sidecar:edge");
+    }
+
+    #[test]
+    fn a_topic_without_uid_cannot_own_children() {
+        let mut t = topic("orders", TopicSpec::default());
+        t.metadata.uid = None;
+        assert_eq!(TopicRef::of(&t), Err(crate::build::BuildError::MissingMetadata("uid")));
+    }
+}
