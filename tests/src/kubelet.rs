@@ -252,8 +252,10 @@ impl Node {
         if let Some(ip) = self.hosts.lock().ip_of(pod) {
             return ip;
         }
+        // Tests run as parallel processes: the second octet keeps their pods apart.
         self.next_ip += 1;
-        format!("127.0.{}.{}", 10 + self.next_ip / 250, 1 + self.next_ip % 250)
+        let process = 1 + std::process::id() % 250;
+        format!("127.{process}.{}.{}", self.next_ip / 250, 1 + self.next_ip % 250)
     }
 
     async fn probe_all(&mut self) {
@@ -446,8 +448,12 @@ impl HostsFile {
         self.write();
     }
 
-    /// Rewrites the file in place: other lines untouched, ours replaced.
+    /// Rewrites the file in place: other lines untouched, ours replaced. Test processes running in
+    /// parallel each edit their own lines; a lock file serialises the read-modify-write.
     fn write(&self) {
+        let lock =
+            std::fs::File::create(std::env::temp_dir().join("weir-fake-kubelet-hosts.lock")).expect("hosts lock file");
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("lock the hosts file");
         let current = std::fs::read_to_string(HOSTS).unwrap_or_default();
         let mut lines: Vec<String> =
             current.lines().filter(|l| !l.ends_with(&self.marker)).map(str::to_owned).collect();

@@ -199,3 +199,114 @@ async fn three_pods_share_a_topic_and_forward_to_each_other() {
     .await;
     assert_eq!(got, [b"pay".to_vec()]);
 }
+
+/// The operator, running its real controllers in this process, places a new Topic on three broker
+/// pods (StatefulSet, Services, status.assignment); the fake kubelet runs exactly the pods it
+/// renders; an SDK producer and consumer use all three through the client Service. Then a
+/// scale-down to two pods: the departing pod's partitions move, it drains, and only then does the
+/// StatefulSet shrink; new messages go to the two remaining pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_runs_a_topic_on_three_pods_and_scales_it_down_after_draining() {
+    use weir_operator::broker_admin::GrpcBrokerAdmin;
+    use weir_operator::clock::SystemClock;
+    use weir_operator::controller::{self, Health, Scope};
+    use weir_operator::metrics::Metrics;
+    use weir_operator::reconcile::Context;
+
+    let ns = namespace("ops");
+    let c = cluster(&ns).await;
+    let client = c.api.client();
+    let config = OperatorConfig::default();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(GrpcBrokerAdmin::new(config.cluster_domain.clone())),
+        Arc::new(SystemClock),
+        config,
+        Arc::new(Metrics::new()),
+        Some("test".into()),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = futures::FutureExt::shared(futures::FutureExt::boxed(async move {
+        let _ = stopped.await;
+    }));
+    let health = Arc::new(Health::default());
+    health.set_leading(true);
+    let operator = tokio::spawn(controller::run(ctx, Scope::Namespaces(vec![ns.clone()]), health, shutdown));
+
+    create_topic(&client, &ns, "orders", "{partitions: 6, brokers: {replicas: 3}}").await;
+    create_group(&client, &ns, "billing", "orders").await;
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
+    let serving = async |pods: usize| {
+        let topics = topics.clone();
+        wait_for(Duration::from_secs(90), &format!("orders Ready/Serving on {pods} pods"), async move || {
+            let status = topics.get("orders").await.ok()?.status?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            let holders = status.assignment.iter().filter(|a| !a.partitions.is_empty()).count();
+            (ready.status == "True" && ready.reason == "Serving" && holders == pods).then_some(status)
+        })
+        .await
+    };
+    let status = serving(3).await;
+    assert_eq!(status.assignment.len(), 3, "{:?}", status.assignment);
+
+    let url = format!("{}:{}", naming::client_service_host(&ns, naming::DEFAULT_CLUSTER_DOMAIN), naming::GRPC_PORT);
+    // Clients are made per round: after the scale-down a fresh route no longer lists pod 2 (a
+    // long-lived client would find out on its next route refresh).
+    let round = async |prefix: &str, count: usize| {
+        let producer = sdk::producer(&url, &["orders"]).await;
+        let consumer = sdk::consumer(&url, "billing", &["orders"], Duration::from_secs(2)).await;
+        let mut sent = BTreeMap::new();
+        for i in 0..count {
+            let body = format!("{prefix}-{i}");
+            let m = MessageBuilder::builder().set_topic("orders").set_body(body.clone().into_bytes()).build().unwrap();
+            sent.insert(producer.send(m).await.expect("send acknowledged").message_id().to_owned(), body);
+        }
+        let filter = FilterExpression::new(FilterType::Tag, "*");
+        let mut got = BTreeMap::new();
+        let mut empty = 0;
+        while got.len() < sent.len() && empty < 20 {
+            let messages =
+                consumer.receive_with("orders", &filter, 16, Duration::from_secs(30)).await.expect("receive");
+            empty += usize::from(messages.is_empty());
+            for m in &messages {
+                let body = String::from_utf8(m.body().to_vec()).unwrap();
+                assert!(got.insert(m.message_id().to_owned(), body).is_none(), "{} delivered twice", m.message_id());
+                consumer.ack(m).await.expect("ack");
+            }
+        }
+        assert_eq!(got, sent, "every {prefix} message exactly once");
+    };
+    let stored = |pod: &str| {
+        let ip = c.kubelet.pod_ip(pod).expect("running pod");
+        let scrape = weir_tests::scrape(format!("{ip}:{}", naming::METRICS_PORT).parse().unwrap()).unwrap();
+        weir_tests::metric_sum(&scrape, "rocketmq_messages_in_total", &[("topic", "orders")])
+    };
+    round("before", 90).await;
+    for pod in ["orders-broker-0", "orders-broker-1", "orders-broker-2"] {
+        assert!(stored(pod) > 0.0, "{pod} stored none of the messages");
+    }
+
+    // Scale down: everything is consumed, so pod 2 drains at once and the set shrinks.
+    topics
+        .patch("orders", &PatchParams::default(), &Patch::Merge(json!({"spec": {"brokers": {"replicas": 2}}})))
+        .await
+        .unwrap();
+    let status = serving(2).await;
+    assert!(status.assignment.iter().all(|a| a.pod != "orders-broker-2"), "{:?}", status.assignment);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    wait_for(Duration::from_secs(60), "the StatefulSet to shrink to 2", async || {
+        (sets.get("orders-broker").await.ok()?.spec.replicas == Some(2)).then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(60), "pod 2 to stop", async || {
+        (!c.kubelet.running().contains(&"orders-broker-2".to_owned())).then_some(())
+    })
+    .await;
+    let before = [stored("orders-broker-0"), stored("orders-broker-1")];
+    round("after", 30).await;
+    let after = [stored("orders-broker-0"), stored("orders-broker-1")];
+    assert_eq!(after[0] + after[1] - before[0] - before[1], 30.0, "the two remaining pods took every new message");
+
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), operator).await;
+}
