@@ -38,6 +38,7 @@ use crate::build::{
 };
 use crate::clock::seconds_between;
 use crate::config::OperatorConfig;
+use crate::reconcile::apply::fingerprint;
 use crate::status::{PlannedEvent, Summary, apply_summary, transition_event};
 
 /// Another Topic of the namespace, for name-clash detection.
@@ -85,6 +86,8 @@ pub struct ObservedSet {
     pub claim_size: Option<Quantity>,
     /// StorageClass of the `data` volume claim template.
     pub storage_class: Option<String>,
+    /// Fingerprint of what the operator last applied to it (annotation `weir.dev/applied-hash`).
+    pub applied_hash: Option<String>,
 }
 
 impl ObservedSet {
@@ -343,10 +346,18 @@ impl Planner<'_> {
             pdb: build_pdb(&self.topic_ref, self.topic),
             stateful_set: build_stateful_set(self.topic, &self.topic_ref, self.config, &shape),
         };
+        // A set this reconcile is about to change has not rolled out the new spec, whatever its
+        // status says about the previous one.
+        let set_outdated = self
+            .observed
+            .stateful_set
+            .as_ref()
+            .and_then(|s| s.applied_hash.as_deref())
+            .is_some_and(|applied| fingerprint(&children.stateful_set).ok().as_deref() != Some(applied));
         let (pvc_resizes, storage) = self.storage();
 
         let serving = self.serving_count(&next.assignment, partitions);
-        let summary = self.summary(&next, partitions, replicas, serving, &unreachable);
+        let summary = self.summary(&next, partitions, replicas, serving, &unreachable, set_outdated);
         let requeue = Requeue::After(if summary.ready { self.resync } else { PROGRESS_REQUEUE });
 
         let mut status = self.previous.clone();
@@ -395,6 +406,7 @@ impl Planner<'_> {
         replicas: u32,
         serving: u32,
         unreachable: &[String],
+        set_outdated: bool,
     ) -> Summary {
         let draining = next.assignment.draining_count();
         let departing: BTreeSet<u32> = next
@@ -431,7 +443,7 @@ impl Planner<'_> {
             );
         }
         let ready_pods = (0..replicas).filter(|o| self.ready(*o)).count();
-        let rolled_out = self.observed.stateful_set.as_ref().is_some_and(ObservedSet::rolled_out);
+        let rolled_out = !set_outdated && self.observed.stateful_set.as_ref().is_some_and(ObservedSet::rolled_out);
         if serving < partitions || ready_pods < replicas as usize || !rolled_out {
             let rollout = if rolled_out { "" } else { ", rollout in progress" };
             return Summary::progressing(
@@ -579,6 +591,7 @@ mod tests {
                 update_revision: Some("r1".into()),
                 claim_size: Some(Quantity("10Gi".into())),
                 storage_class: None,
+                applied_hash: None,
             }),
             pods_ready: (0..pods).map(|o| (o, true)).collect(),
             backlogs: BTreeMap::new(),
@@ -706,6 +719,22 @@ mod tests {
         let plan = step(&mut t, &world, 120);
         assert_eq!(plan.status.assignment.len(), 4);
         assert_eq!(ready_reason(&plan.status).1, "Reassigning");
+    }
+
+    #[test]
+    fn a_changed_statefulset_is_not_serving_before_it_rolls_out() {
+        let mut t = topic_yaml("orders", "partitions: 2\nbrokers: {replicas: 2}");
+        let mut world = healthy(&t, 2);
+        let plan = step(&mut t, &world, 100);
+        let applied = fingerprint(&plan.children.unwrap().stateful_set).unwrap();
+        world.stateful_set.as_mut().unwrap().applied_hash = Some(applied);
+        assert_eq!(ready_reason(&step(&mut t, &world, 110).status), ("True".into(), "Serving".into()));
+        // A new image: the live set still reports the previous spec as rolled out.
+        t.spec.brokers.image = Some(weir_crds::ImageSpec { tag: Some("2.0.0".into()), ..Default::default() });
+        t.metadata.generation = Some(2);
+        let plan = step(&mut t, &world, 120);
+        assert_eq!(ready_reason(&plan.status), ("False".into(), "Provisioning".into()));
+        assert!(find_condition(&plan.status.conditions, READY).unwrap().message.contains("rollout in progress"));
     }
 
     #[test]

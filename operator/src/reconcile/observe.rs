@@ -13,6 +13,7 @@ use kube::{Api, Client};
 use weir_crds::status::{READY, is_condition_true};
 use weir_crds::{ConsumerGroup, Topic, naming, parse_partition_ranges};
 
+use super::apply::APPLIED_HASH_ANNOTATION;
 use super::{BROKER_CALL_TIMEOUT, Context};
 use crate::broker_admin::{AdminError, BrokerPod};
 use crate::build::labels;
@@ -76,6 +77,7 @@ pub fn observed_set(set: &StatefulSet) -> ObservedSet {
             .and_then(|r| r.requests.as_ref())
             .and_then(|r| r.get("storage").cloned()),
         storage_class: claim.and_then(|c| c.storage_class_name.clone()),
+        applied_hash: set.metadata.annotations.as_ref().and_then(|a| a.get(APPLIED_HASH_ANNOTATION)).cloned(),
     }
 }
 
