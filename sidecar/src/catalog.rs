@@ -47,6 +47,30 @@ impl MessageType {
     }
 }
 
+/// Topic-level access (RocketMQ topic perm).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TopicAccess {
+    /// Sends and receives.
+    #[default]
+    ReadWrite,
+    /// Receives only.
+    ReadOnly,
+    /// Sends only.
+    WriteOnly,
+}
+
+impl TopicAccess {
+    /// Whether producers may send.
+    pub fn writable(self) -> bool {
+        self != Self::ReadOnly
+    }
+
+    /// Whether consumers may receive.
+    pub fn readable(self) -> bool {
+        self != Self::WriteOnly
+    }
+}
+
 /// Settings of a topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicConfig {
@@ -76,6 +100,9 @@ pub struct TopicConfig {
     /// `None`: every partition (standalone).
     #[serde(skip)]
     pub owned: Option<Vec<u32>>,
+    /// Sends and receives allowed (RocketMQ topic perm).
+    #[serde(default)]
+    pub access: TopicAccess,
 }
 
 fn default_max_delay_ms() -> u64 {
@@ -103,6 +130,7 @@ impl TopicConfig {
             txn_check_interval_ms: default_check_interval_ms(),
             txn_max_checks: default_max_checks(),
             owned: None,
+            access: TopicAccess::ReadWrite,
         }
     }
 }

@@ -103,6 +103,9 @@ pub enum BrokerError {
         partition: Option<u32>,
     },
 
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+
     #[error("unavailable: {0}")]
     Unavailable(String),
 

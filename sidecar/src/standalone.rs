@@ -71,6 +71,7 @@ pub fn topic_config(t: &Topic) -> Result<(TopicConfig, Duration, Option<u64>)> {
         u32::try_from(spec.partitions).with_context(|| format!("topic {name}: partitions must be positive"))?;
     let mut config = TopicConfig::new(name, partitions, accepts, durability);
     config.fifo_global = spec.fifo_scope() == Some(topic::FifoScope::Global);
+    config.access = spec.permission.into();
     if let Some(max) = spec.max_delay().with_context(|| format!("topic {}", config.name))? {
         config.max_delay_ms = max.as_millis() as u64;
     }

@@ -267,3 +267,32 @@ async fn empty_and_malformed_batches_are_bad_requests() {
     assert_eq!(rc, pb::Code::BadRequest);
     still_serving(&mut broker, &mut client).await;
 }
+
+/// `spec.permission`: a ReadOnly topic refuses sends and a WriteOnly topic refuses receives with
+/// FORBIDDEN (routes show the queues as READ / WRITE), and the broker stays up.
+#[tokio::test]
+async fn topic_permission_is_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = weir_tests::write_manifest(
+        dir.path(),
+        "perm.yaml",
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata: {name: frozen}\nspec: {permission: ReadOnly}\n---\n\
+         apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata: {name: sink}\nspec: {permission: WriteOnly}\n",
+    );
+    let (_dir, mut broker, mut client) = start(&["-f", manifest.to_str().unwrap()]).await;
+    let route = |topic: &str| pb::QueryRouteRequest { topic: resource(topic), endpoints: None };
+    let frozen = client.query_route(route("frozen")).await.unwrap().into_inner();
+    assert!(frozen.message_queues.iter().all(|q| q.permission == pb::Permission::Read as i32));
+    let sink = client.query_route(route("sink")).await.unwrap().into_inner();
+    assert!(sink.message_queues.iter().all(|q| q.permission == pb::Permission::Write as i32));
+
+    let sent = send_one(&mut client, message("frozen", "id-frozen", None, b"x".to_vec())).await;
+    assert_eq!(code(&sent.entries[0].status), pb::Code::Forbidden);
+    assert!(sent.entries[0].status.as_ref().unwrap().message.contains("read-only"));
+    let sent = send_one(&mut client, message("sink", "id-sink", None, b"x".to_vec())).await;
+    assert_eq!(code(&sent.status), pb::Code::Ok);
+    let (rc, messages) = raw::receive(&mut client, raw::receive_request("g", "sink", "*", 10_000)).await;
+    assert_eq!(rc, pb::Code::Forbidden);
+    assert!(messages.is_empty());
+    still_serving(&mut broker, &mut client).await;
+}

@@ -9,6 +9,9 @@ impl Broker {
     /// `req.poll_until` passes. An empty result means nothing arrived in time.
     pub async fn receive(&self, req: &ReceiveRequest) -> Result<Vec<Delivery>, BrokerError> {
         let topic = self.catalog.topic(&req.topic)?;
+        if !topic.config.access.readable() {
+            return Err(BrokerError::Forbidden(format!("topic {} is write-only (spec.permission)", topic.config.name)));
+        }
         let group = self.catalog.consumer(&req.group, &req.client)?;
         if group.broadcast {
             // The client now holds a position of its own: it must be known, to be forgotten later.

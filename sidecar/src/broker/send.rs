@@ -166,6 +166,9 @@ impl Broker {
     /// Validates a message and encodes its record, or finds that it was already stored.
     fn prepare(&self, m: IncomingMessage) -> Result<Prepared, BrokerError> {
         let topic = self.catalog.topic(&m.topic)?;
+        if !topic.config.access.writable() {
+            return Err(BrokerError::Forbidden(format!("topic {} is read-only (spec.permission)", topic.config.name)));
+        }
         if m.message_id.is_empty() {
             return Err(BrokerError::IllegalMessageId("the message id is empty".into()));
         }

@@ -22,6 +22,8 @@ use parking_lot::RwLock;
 use weir_crds::naming;
 use weir_crds::topic::Permission;
 
+pub use crate::catalog::TopicAccess;
+
 /// Who this pod is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodIdentity {
@@ -74,18 +76,6 @@ pub struct Placement {
     pub accepts: Vec<crate::catalog::MessageType>,
     /// Pods holding partitions, in status order.
     pub holders: Vec<Holder>,
-}
-
-/// Topic-level access (RocketMQ topic perm).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TopicAccess {
-    /// Sends and receives.
-    #[default]
-    ReadWrite,
-    /// Receives only.
-    ReadOnly,
-    /// Sends only.
-    WriteOnly,
 }
 
 impl From<Permission> for TopicAccess {

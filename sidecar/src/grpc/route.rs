@@ -53,7 +53,17 @@ impl Advertised {
     }
 
     fn queue(&self, topic: &Topic, id: i32) -> pb::MessageQueue {
-        queue(&topic.config.name, id, pb::Permission::ReadWrite, &self.broker(), &topic.config.accepts)
+        let permission = wire_permission(topic.config.access);
+        queue(&topic.config.name, id, permission, &self.broker(), &topic.config.accepts)
+    }
+}
+
+/// The queue permission of a topic's access.
+fn wire_permission(access: TopicAccess) -> pb::Permission {
+    match access {
+        TopicAccess::ReadWrite => pb::Permission::ReadWrite,
+        TopicAccess::ReadOnly => pb::Permission::Read,
+        TopicAccess::WriteOnly => pb::Permission::Write,
     }
 }
 
@@ -83,11 +93,7 @@ fn pod_broker(view: &ClusterView, pod: &str) -> pb::Broker {
 
 /// Every queue of a placed topic, on the pods holding them.
 fn placed_queues(view: &ClusterView, topic: &str, placement: &Placement) -> Vec<pb::MessageQueue> {
-    let owned_permission = match placement.permission {
-        TopicAccess::ReadWrite => pb::Permission::ReadWrite,
-        TopicAccess::ReadOnly => pb::Permission::Read,
-        TopicAccess::WriteOnly => pb::Permission::Write,
-    };
+    let owned_permission = wire_permission(placement.permission);
     let mut queues = Vec::new();
     for holder in &placement.holders {
         let broker = pod_broker(view, &holder.pod);

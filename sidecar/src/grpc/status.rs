@@ -46,6 +46,7 @@ pub fn code_of(e: &BrokerError) -> Code {
         BrokerError::TooManyRequests(_) => Code::TooManyRequests,
         BrokerError::Unsupported(_) => Code::NotImplemented,
         BrokerError::NotOwner { .. } | BrokerError::Unavailable(_) => Code::HaNotAvailable,
+        BrokerError::Forbidden(_) => Code::Forbidden,
         BrokerError::Storage(StorageError::TooLarge { .. }) => Code::MessageBodyTooLarge,
         BrokerError::Storage(_) | BrokerError::Internal(_) => Code::InternalServerError,
     }
