@@ -31,7 +31,7 @@ pub struct PartitionBacklog {
 impl Broker {
     /// Per partition of `topic`, the largest backlog of any consumer group: groups with a position
     /// count what they have not acknowledged; declared groups that never received count what
-    /// they would start with.
+    /// they would start with; delayed and half messages still pending on this broker count too.
     pub fn partition_backlog(&self, topic: &str) -> Result<Vec<PartitionBacklog>, BrokerError> {
         let topic = self.catalog.existing_topic(topic).ok_or_else(|| BrokerError::TopicNotFound(topic.to_owned()))?;
         let mut backlog: Vec<PartitionBacklog> = topic
@@ -57,6 +57,13 @@ impl Broker {
                 let start = start_offset(group.start_from, partition).unwrap_or(entry.end_offset);
                 entry.backlog = entry.backlog.max(entry.end_offset.saturating_sub(start));
             }
+        }
+        // Delayed and half messages are stored apart from their partition until due or committed;
+        // the timer does not say for which partition, so any pending one holds every partition
+        // of this broker back (safe: a drain waits for them rather than stranding them).
+        let pending = self.delayed_waiting() + self.open_transactions() as u64;
+        for entry in &mut backlog {
+            entry.backlog += pending;
         }
         Ok(backlog)
     }
