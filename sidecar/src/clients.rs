@@ -1,7 +1,7 @@
 //! Client sessions: who is connected, as what, and whether it is still alive.
 //!
 //! A client is keyed by its `x-mq-client-id`. It counts as alive while it has an open Telemetry
-//! stream or sent a heartbeat recently. When it goes away (stream closed, `NotifyClientTermination`,
+//! stream, is waiting in a long poll, or sent a request recently. When it goes away (stream closed, `NotifyClientTermination`,
 //! or silence past the TTL) the messages leased to it are released for redelivery.
 
 use std::collections::HashMap;
@@ -55,10 +55,26 @@ pub struct ClientSession {
     pub topics: Vec<String>,
     /// Open Telemetry streams.
     pub streams: usize,
+    /// Receives waiting in a long poll: a client blocked in one is not silent.
+    pub polling: usize,
     /// Last request of any kind.
     pub last_seen: Option<Instant>,
     /// Open Telemetry streams the broker can push commands on, by stream id.
     pub outbox: Vec<(u64, mpsc::Sender<ServerCommand>)>,
+}
+
+/// Keeps a client alive while one of its receives waits; see [`Clients::polling`].
+#[derive(Debug)]
+pub struct PollGuard {
+    session: Arc<Mutex<ClientSession>>,
+}
+
+impl Drop for PollGuard {
+    fn drop(&mut self) {
+        let mut s = self.session.lock();
+        s.polling = s.polling.saturating_sub(1);
+        s.last_seen = Some(Instant::now());
+    }
 }
 
 /// All sessions.
@@ -99,7 +115,14 @@ impl Clients {
     }
 
     fn is_alive(&self, s: &ClientSession) -> bool {
-        s.streams > 0 || s.last_seen.is_some_and(|t| t.elapsed() < self.ttl)
+        s.streams > 0 || s.polling > 0 || s.last_seen.is_some_and(|t| t.elapsed() < self.ttl)
+    }
+
+    /// Marks `id` as busy in a long poll until the guard drops (then seen again).
+    pub fn polling(&self, id: &str) -> PollGuard {
+        let session = self.touch(id);
+        session.lock().polling += 1;
+        PollGuard { session }
     }
 
     /// Forgets `id`.

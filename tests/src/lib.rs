@@ -172,6 +172,17 @@ impl Drop for Sidecar {
     }
 }
 
+/// Resident memory of a process, from /proc.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS in kB");
+    kb * 1024
+}
+
 /// The text of `/metrics` served at `addr`.
 pub fn scrape(addr: SocketAddr) -> Result<String> {
     use std::io::{Read, Write};

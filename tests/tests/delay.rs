@@ -81,21 +81,6 @@ async fn delivery_beyond_the_cap_is_illegal_delivery_time() {
     assert_eq!(code(&r.entries[0].status), pb::Code::IllegalDeliveryTime);
 }
 
-/// Resident memory of a process, from /proc.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_scheduled_messages_stay_on_disk() {
     const TOTAL: usize = 1_000_000;
@@ -119,7 +104,7 @@ async fn a_million_scheduled_messages_stay_on_disk() {
     }
     let scrape = broker.scrape().unwrap();
     assert_eq!(metric_sum(&scrape, "rocketmq_timing_messages", &[]), TOTAL as f64);
-    let rss = rss_bytes(broker.pid());
+    let rss = weir_tests::rss_bytes(broker.pid());
     println!("broker RSS with {TOTAL} scheduled messages: {} MiB", rss >> 20);
     // The bodies (~150 MB) and the timer entries (~24 MB) are on disk, not in the process.
     assert!(rss < 128 << 20, "broker RSS {} MiB: scheduled messages are held in memory", rss >> 20);

@@ -11,20 +11,6 @@ const BODY: usize = 1024;
 /// The bound stated in the issue note: the backlog (~220 MB on disk) must not be held in memory.
 const RSS_BOUND: u64 = 192 << 20;
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb * 1024
-}
-
 fn stats_lag(url: &str) -> u64 {
     let out = std::process::Command::new(weirctl_binary())
         .args(["--server", url, "stats", "-g", "fulfilment", "-o", "json"])
@@ -58,7 +44,7 @@ async fn a_burst_is_absorbed_and_drained_with_bounded_memory() {
         let r = producer.send_message(pb::SendMessageRequest { messages }).await.unwrap().into_inner();
         assert_eq!(code(&r.status), pb::Code::Ok);
         if batch % 50 == 0 {
-            peak_rss = peak_rss.max(rss_bytes(broker.pid()));
+            peak_rss = peak_rss.max(weir_tests::rss_bytes(broker.pid()));
         }
     }
     assert_eq!(stats_lag(&url), BURST as u64, "weirctl stats shows the whole backlog as lag");
@@ -100,7 +86,7 @@ async fn a_burst_is_absorbed_and_drained_with_bounded_memory() {
         assert_eq!(code(&ack.status), pb::Code::Ok);
         drained += messages.len();
         if drained % 50_000 < 100 {
-            peak_rss = peak_rss.max(rss_bytes(broker.pid()));
+            peak_rss = peak_rss.max(weir_tests::rss_bytes(broker.pid()));
             let lag = stats_lag(&url);
             assert_eq!(lag, (BURST - drained) as u64);
             lag_seen_falling = true;

@@ -196,15 +196,18 @@ async fn departed_broadcast_clients_are_forgotten() {
         .collect();
     let sent = producer.send_message(pb::SendMessageRequest { messages: updates }).await.unwrap().into_inner();
     assert_eq!(code(&sent.status), pb::Code::Ok);
-    // Nobody has consumed yet: the lag of the group is every update.
+    // Nobody has consumed yet: the lag of the group is every update. (Every step heartbeats the
+    // instances that must stay: the TTL is short.)
+    heartbeat(&mut clients[0]).await;
     heartbeat(&mut clients[2]).await;
     assert_eq!(lag(), 20);
 
     // The live instance consumes everything; the other two still hold the lag.
-    let live = &mut clients[0];
+    let mut live = clients[0].clone();
     let mut got = 0;
-    while got < 20 {
-        let (_, messages) = receive(live, receive_request("price-cache", "prices", "*", 10_000)).await;
+    weir_tests::wait_for(Duration::from_secs(60), "the live instance to read all 20 updates", async || {
+        heartbeat(&mut live).await;
+        let (_, messages) = receive(&mut live, receive_request("price-cache", "prices", "*", 10_000)).await;
         for m in &messages {
             let entries = vec![pb::AckMessageEntry {
                 message_id: m.system_properties.as_ref().unwrap().message_id.clone(),
@@ -223,7 +226,10 @@ async fn departed_broadcast_clients_are_forgotten() {
             assert_eq!(code(&r.status), pb::Code::Ok);
         }
         got += messages.len();
-    }
+        (got >= 20).then_some(())
+    })
+    .await;
+    assert_eq!(got, 20, "each update exactly once");
     heartbeat(&mut clients[2]).await;
     assert_eq!(lag(), 20, "the two idle instances still have every update to read");
 
@@ -238,7 +244,6 @@ async fn departed_broadcast_clients_are_forgotten() {
     assert_eq!(lag(), 20, "the silent instance is still within its TTL");
 
     // The live one keeps beating; the silent one stops and is forgotten after the TTL.
-    let mut live = clients[0].clone();
     weir_tests::wait_for(Duration::from_secs(30), "the silent broadcast client to be forgotten", async || {
         heartbeat(&mut live).await;
         tokio::time::sleep(Duration::from_millis(200)).await;

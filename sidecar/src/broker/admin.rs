@@ -106,25 +106,11 @@ impl Broker {
     /// Forgets everything about `group` (positions of all its clients, leases, retry state).
     /// Returns whether there was anything.
     pub async fn delete_group(&self, group: &str) -> Result<bool, BrokerError> {
-        let records: Vec<ProgressRecord> = self
-            .consumers
-            .entries()
-            .into_iter()
-            .filter(|(k, _)| group_label(&k.group) == group)
-            .map(|(k, _)| ProgressRecord {
-                group: k.group.to_string(),
-                topic: k.topic.to_string(),
-                partition: k.partition,
-                forget: true,
-                ..Default::default()
-            })
-            .collect();
-        let existed = !records.is_empty();
-        if existed {
-            tracing::info!(group, entries = records.len(), "consumer group deleted");
-            self.append_progress(records).await?;
+        let forgotten = self.forget_progress(|g| group_label(g) == group).await?;
+        if forgotten > 0 {
+            tracing::info!(group, entries = forgotten, "consumer group deleted");
         }
         self.catalog.remove_group(group);
-        Ok(existed)
+        Ok(forgotten > 0)
     }
 }

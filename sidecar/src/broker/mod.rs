@@ -433,11 +433,20 @@ impl Broker {
     /// Drops the progress a broadcasting group kept for `client`.
     async fn forget_broadcast_client(&self, client: &str) -> Result<(), BrokerError> {
         let suffix = format!("{BROADCAST_SEPARATOR}{client}");
+        let forgotten = self.forget_progress(|group| group.ends_with(&suffix)).await?;
+        if forgotten > 0 {
+            tracing::info!(client, entries = forgotten, "forgot a departed broadcast consumer");
+        }
+        Ok(())
+    }
+
+    /// Durably drops every progress entry whose group name passes `which`; returns how many.
+    async fn forget_progress(&self, which: impl Fn(&str) -> bool) -> Result<usize, BrokerError> {
         let records: Vec<ProgressRecord> = self
             .consumers
             .entries()
             .into_iter()
-            .filter(|(k, _)| k.group.ends_with(&suffix))
+            .filter(|(k, _)| which(&k.group))
             .map(|(k, _)| ProgressRecord {
                 group: k.group.to_string(),
                 topic: k.topic.to_string(),
@@ -446,10 +455,10 @@ impl Broker {
                 ..Default::default()
             })
             .collect();
-        if !records.is_empty() {
-            tracing::info!(client, entries = records.len(), "forgetting a departed broadcast consumer");
+        let count = records.len();
+        if count > 0 {
             self.append_progress(records).await?;
         }
-        Ok(())
+        Ok(count)
     }
 }

@@ -13,10 +13,9 @@ impl Broker {
             return Err(BrokerError::Forbidden(format!("topic {} is write-only (spec.permission)", topic.config.name)));
         }
         let group = self.catalog.consumer(&req.group, &req.client)?;
-        if group.broadcast {
-            // The client now holds a position of its own: it must be known, to be forgotten later.
-            self.clients.touch(&req.client);
-        }
+        // A broadcast client now holds a position of its own: it must be known, to be forgotten
+        // later, and must not look silent while it waits here.
+        let _polling = group.broadcast.then(|| self.clients.polling(&req.client));
         let invisible = match (req.invisible, req.auto_renew) {
             (Some(d), _) => self.check_invisible(d, self.config.min_invisible)?,
             (None, true) => self.config.auto_renew_lease,
