@@ -4,8 +4,8 @@ use weir_crds::naming::DEFAULT_CLUSTER_DOMAIN;
 
 /// Default broker image repository (`--broker-image-repository`).
 pub const DEFAULT_BROKER_IMAGE_REPOSITORY: &str = "ghcr.io/weir-mq/weir-sidecar";
-/// Default ServiceAccount of the broker pods (`--broker-service-account`).
-pub const DEFAULT_BROKER_SERVICE_ACCOUNT: &str = "weir-broker";
+/// Default ClusterRole bound to each Topic's broker ServiceAccount (`--broker-cluster-role`).
+pub const DEFAULT_BROKER_CLUSTER_ROLE: &str = "weir-broker";
 
 /// What the builders need to know beyond the Topic itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,8 +16,9 @@ pub struct OperatorConfig {
     pub broker_image_repository: String,
     /// Broker image tag when `spec.brokers.image.tag` is unset.
     pub broker_image_tag: String,
-    /// ServiceAccount of the broker pods (read-only access to Topics and ConsumerGroups).
-    pub broker_service_account: String,
+    /// ClusterRole granted to the broker pods in their namespace (read-only access to Topics
+    /// and ConsumerGroups, [`crate::rbac::BROKER_RULES`]).
+    pub broker_cluster_role: String,
 }
 
 impl Default for OperatorConfig {
@@ -26,7 +27,7 @@ impl Default for OperatorConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.to_owned(),
             broker_image_repository: DEFAULT_BROKER_IMAGE_REPOSITORY.to_owned(),
             broker_image_tag: crate::VERSION.to_owned(),
-            broker_service_account: DEFAULT_BROKER_SERVICE_ACCOUNT.to_owned(),
+            broker_cluster_role: DEFAULT_BROKER_CLUSTER_ROLE.to_owned(),
         }
     }
 }

@@ -12,7 +12,7 @@ use kube::Client;
 use tracing::{error, info};
 use weir_operator::broker_admin::GrpcBrokerAdmin;
 use weir_operator::clock::SystemClock;
-use weir_operator::config::{DEFAULT_BROKER_IMAGE_REPOSITORY, DEFAULT_BROKER_SERVICE_ACCOUNT, OperatorConfig};
+use weir_operator::config::{DEFAULT_BROKER_CLUSTER_ROLE, DEFAULT_BROKER_IMAGE_REPOSITORY, OperatorConfig};
 use weir_operator::controller::{self, Health, Scope, Shutdown};
 use weir_operator::leader::{LeaderElector, LeaseConfig};
 use weir_operator::metrics::Metrics;
@@ -43,9 +43,10 @@ struct Cli {
     #[arg(long, env = "WEIR_BROKER_IMAGE_TAG", default_value = VERSION)]
     broker_image_tag: String,
 
-    /// ServiceAccount of the broker pods (needs read access to Topics and ConsumerGroups).
-    #[arg(long, env = "WEIR_BROKER_SERVICE_ACCOUNT", default_value = DEFAULT_BROKER_SERVICE_ACCOUNT)]
-    broker_service_account: String,
+    /// ClusterRole bound to each Topic's broker ServiceAccount in its namespace (read access to
+    /// Topics and ConsumerGroups; `weir-operator rbac` prints it). The operator may bind only it.
+    #[arg(long, env = "WEIR_BROKER_CLUSTER_ROLE", default_value = DEFAULT_BROKER_CLUSTER_ROLE)]
+    broker_cluster_role: String,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
@@ -126,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_domain: cli.cluster_domain.clone(),
         broker_image_repository: cli.broker_image_repository.clone(),
         broker_image_tag: cli.broker_image_tag.clone(),
-        broker_service_account: cli.broker_service_account.clone(),
+        broker_cluster_role: cli.broker_cluster_role.clone(),
     };
     let admin = Arc::new(GrpcBrokerAdmin::new(cli.cluster_domain.clone()));
     let ctx = Arc::new(Context::new(

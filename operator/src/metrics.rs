@@ -6,10 +6,13 @@
 //! * `weir_operator_reconcile_errors_total{kind, reason}`: failures by [`crate::Error::metric_label`].
 //! * `weir_operator_leader`: 1 while this replica holds the leader lease (or runs without
 //!   leader election).
+//! * `weir_operator_resource_ready{kind, namespace, name}`: 1 while a Topic's or ConsumerGroup's
+//!   Ready condition is True, 0 otherwise; removed when the object is deleted. One series per
+//!   object, so its cardinality is the number of objects.
 
 use std::time::Instant;
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::Error;
 
@@ -19,6 +22,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     duration: HistogramVec,
     errors: IntCounterVec,
+    ready: IntGaugeVec,
     /// 1 while leading.
     pub leader: IntGauge,
 }
@@ -51,15 +55,32 @@ impl Metrics {
         .expect("valid metric definition");
         let leader = IntGauge::new("weir_operator_leader", "1 while this replica runs the controllers")
             .expect("valid metric definition");
+        let ready = IntGaugeVec::new(
+            Opts::new("weir_operator_resource_ready", "1 while the object's Ready condition is True"),
+            &["kind", "namespace", "name"],
+        )
+        .expect("valid metric definition");
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(errors.clone()),
+            Box::new(ready.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, reconciles, duration, errors, leader }
+        Self { registry, reconciles, duration, errors, ready, leader }
+    }
+
+    /// Records whether `kind` `namespace/name` is Ready.
+    pub fn set_ready(&self, kind: &str, namespace: &str, name: &str, ready: bool) {
+        self.ready.with_label_values(&[kind, namespace, name]).set(i64::from(ready));
+    }
+
+    /// Drops the readiness series of a deleted object.
+    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
+        // Absent already is fine: the object may never have been reconciled by this replica.
+        let _ = self.ready.remove_label_values(&[kind, namespace, name]);
     }
 
     /// Starts timing a reconcile of `kind`; call [`ReconcileTimer::finish`] with its result.
@@ -119,5 +140,19 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("weir_operator_reconcile_duration_seconds_bucket"));
+    }
+
+    #[test]
+    fn readiness_is_one_series_per_object_until_deleted() {
+        let m = Metrics::new();
+        m.set_ready("Topic", "shop", "orders", false);
+        m.set_ready("Topic", "shop", "orders", true);
+        let text = m.render();
+        assert!(
+            text.contains(r#"weir_operator_resource_ready{kind="Topic",name="orders",namespace="shop"} 1"#),
+            "{text}"
+        );
+        m.forget("Topic", "shop", "orders");
+        assert!(!m.render().contains("orders"));
     }
 }

@@ -6,6 +6,8 @@
 //! is unused, so the two cannot drift apart silently.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
+
+use crate::config::DEFAULT_BROKER_CLUSTER_ROLE;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// One RBAC rule.
@@ -17,6 +19,8 @@ pub struct Rule {
     pub resources: &'static [&'static str],
     /// Verbs.
     pub verbs: &'static [&'static str],
+    /// Object names the rule is limited to (empty: every object).
+    pub resource_names: &'static [&'static str],
 }
 
 /// One API call the operator makes.
@@ -36,34 +40,79 @@ const WATCH: &[&str] = &["get", "list", "watch"];
 
 /// Cluster-wide (or per watched namespace) rules of the operator.
 pub const OPERATOR_RULES: &[Rule] = &[
-    Rule { api_group: "weir.dev", resources: &["topics"], verbs: &["get", "list", "watch", "patch"] },
-    Rule { api_group: "weir.dev", resources: &["consumergroups"], verbs: &["list", "watch", "patch"] },
-    Rule { api_group: "weir.dev", resources: &["topics/status", "consumergroups/status"], verbs: &["patch"] },
+    Rule {
+        api_group: "weir.dev",
+        resources: &["topics"],
+        verbs: &["get", "list", "watch", "patch"],
+        resource_names: &[],
+    },
+    Rule {
+        api_group: "weir.dev",
+        resources: &["consumergroups"],
+        verbs: &["list", "watch", "patch"],
+        resource_names: &[],
+    },
+    Rule {
+        api_group: "weir.dev",
+        resources: &["topics/status", "consumergroups/status"],
+        verbs: &["patch"],
+        resource_names: &[],
+    },
     Rule {
         api_group: "apps",
         resources: &["statefulsets"],
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        resource_names: &[],
     },
-    Rule { api_group: "", resources: &["services"], verbs: &["get", "list", "watch", "create", "patch"] },
+    Rule {
+        api_group: "",
+        resources: &["services"],
+        verbs: &["get", "list", "watch", "create", "patch"],
+        resource_names: &[],
+    },
     Rule {
         api_group: "policy",
         resources: &["poddisruptionbudgets"],
         verbs: &["get", "list", "watch", "create", "patch"],
+        resource_names: &[],
     },
-    Rule { api_group: "", resources: &["pods"], verbs: &["list"] },
-    Rule { api_group: "", resources: &["persistentvolumeclaims"], verbs: &["list", "patch", "delete"] },
-    Rule { api_group: "", resources: &["namespaces"], verbs: &["get"] },
-    Rule { api_group: "events.k8s.io", resources: &["events"], verbs: &["create", "patch"] },
+    Rule { api_group: "", resources: &["pods"], verbs: &["list"], resource_names: &[] },
+    Rule {
+        api_group: "",
+        resources: &["persistentvolumeclaims"],
+        verbs: &["list", "patch", "delete"],
+        resource_names: &[],
+    },
+    Rule { api_group: "", resources: &["namespaces"], verbs: &["get"], resource_names: &[] },
+    Rule { api_group: "events.k8s.io", resources: &["events"], verbs: &["create", "patch"], resource_names: &[] },
+    Rule { api_group: "", resources: &["serviceaccounts"], verbs: &["get", "create", "patch"], resource_names: &[] },
+    Rule {
+        api_group: "rbac.authorization.k8s.io",
+        resources: &["rolebindings"],
+        verbs: &["get", "create", "patch"],
+        resource_names: &[],
+    },
+    // Lets the operator bind the broker ClusterRole (and only it) without holding its rights.
+    Rule {
+        api_group: "rbac.authorization.k8s.io",
+        resources: &["clusterroles"],
+        verbs: &["bind"],
+        resource_names: &[DEFAULT_BROKER_CLUSTER_ROLE],
+    },
 ];
 
 /// Rules of the operator in the namespace of its leader-election Lease only.
-pub const OPERATOR_LEASE_RULES: &[Rule] =
-    &[Rule { api_group: "coordination.k8s.io", resources: &["leases"], verbs: &["get", "create", "update"] }];
+pub const OPERATOR_LEASE_RULES: &[Rule] = &[Rule {
+    api_group: "coordination.k8s.io",
+    resources: &["leases"],
+    verbs: &["get", "create", "update"],
+    resource_names: &[],
+}];
 
 /// Read-only rules of the broker pods' ServiceAccount: they learn their partitions, retention and
 /// groups by watching Topics and ConsumerGroups of their namespace.
 pub const BROKER_RULES: &[Rule] =
-    &[Rule { api_group: "weir.dev", resources: &["topics", "consumergroups"], verbs: WATCH }];
+    &[Rule { api_group: "weir.dev", resources: &["topics", "consumergroups"], verbs: WATCH, resource_names: &[] }];
 
 /// Every API call of the operator: which code makes it and what it needs. Server-side apply is
 /// `patch`, plus `create` when the object does not exist yet.
@@ -178,6 +227,36 @@ pub const OPERATOR_CALLS: &[Call] = &[
         resource: "events",
         verbs: &["create", "patch"],
     },
+    Call {
+        site: "live_children: the broker ServiceAccount",
+        api_group: "",
+        resource: "serviceaccounts",
+        verbs: &["get"],
+    },
+    Call {
+        site: "apply_child: SSA of the broker ServiceAccount",
+        api_group: "",
+        resource: "serviceaccounts",
+        verbs: &["create", "patch"],
+    },
+    Call {
+        site: "live_children: the broker RoleBinding",
+        api_group: "rbac.authorization.k8s.io",
+        resource: "rolebindings",
+        verbs: &["get"],
+    },
+    Call {
+        site: "apply_child: SSA of the broker RoleBinding",
+        api_group: "rbac.authorization.k8s.io",
+        resource: "rolebindings",
+        verbs: &["create", "patch"],
+    },
+    Call {
+        site: "apply_child: the RoleBinding refers to the broker ClusterRole",
+        api_group: "rbac.authorization.k8s.io",
+        resource: "clusterroles",
+        verbs: &["bind"],
+    },
 ];
 
 /// Calls of the leader elector (namespaced to the Lease's namespace).
@@ -204,6 +283,8 @@ fn policy_rules(rules: &[Rule]) -> Vec<PolicyRule> {
             api_groups: Some(vec![r.api_group.to_owned()]),
             resources: Some(r.resources.iter().map(|s| (*s).to_owned()).collect()),
             verbs: r.verbs.iter().map(|s| (*s).to_owned()).collect(),
+            resource_names: (!r.resource_names.is_empty())
+                .then(|| r.resource_names.iter().map(|s| (*s).to_owned()).collect()),
             ..PolicyRule::default()
         })
         .collect()

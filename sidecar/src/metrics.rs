@@ -169,6 +169,8 @@ struct BrokerCollector {
     partition_end: IntGaugeVec,
     timing: IntGaugeVec,
     half: IntGaugeVec,
+    volume_capacity: IntGaugeVec,
+    volume_available: IntGaugeVec,
     descs: Vec<Desc>,
 }
 
@@ -197,12 +199,14 @@ impl BrokerCollector {
         );
         let timing = gauge("rocketmq_timing_messages", "Delayed messages waiting for their delivery time.", &[]);
         let half = gauge("rocketmq_half_messages", "Transactional half messages waiting for commit or rollback.", &[]);
-        let descs =
-            [&lag, &inflight, &storage, &connections_producer, &connections_consumer, &partition_end, &timing, &half]
-                .iter()
-                .flat_map(|g| g.desc().into_iter().cloned())
-                .collect();
-        Self {
+        let volume_capacity =
+            gauge("weir_storage_volume_capacity_bytes", "Size of the volume holding the data directory.", &[]);
+        let volume_available = gauge(
+            "weir_storage_volume_available_bytes",
+            "Bytes still free for the broker on the volume holding the data directory.",
+            &[],
+        );
+        let mut this = Self {
             broker,
             lag,
             inflight,
@@ -212,8 +216,28 @@ impl BrokerCollector {
             partition_end,
             timing,
             half,
-            descs,
-        }
+            volume_capacity,
+            volume_available,
+            descs: Vec::new(),
+        };
+        this.descs = this.gauges().iter().flat_map(|g| g.desc().into_iter().cloned()).collect();
+        this
+    }
+
+    /// Every gauge, in exposition order.
+    fn gauges(&self) -> [&IntGaugeVec; 10] {
+        [
+            &self.lag,
+            &self.inflight,
+            &self.storage,
+            &self.connections_producer,
+            &self.connections_consumer,
+            &self.partition_end,
+            &self.timing,
+            &self.half,
+            &self.volume_capacity,
+            &self.volume_available,
+        ]
     }
 }
 
@@ -245,18 +269,10 @@ impl Collector for BrokerCollector {
         self.connections_consumer.with_label_values::<&str>(&[]).set(consumers as i64);
         self.timing.with_label_values::<&str>(&[]).set(broker.delayed_waiting() as i64);
         self.half.with_label_values::<&str>(&[]).set(broker.open_transactions() as i64);
-        [
-            &self.lag,
-            &self.inflight,
-            &self.storage,
-            &self.connections_producer,
-            &self.connections_consumer,
-            &self.partition_end,
-            &self.timing,
-            &self.half,
-        ]
-        .iter()
-        .flat_map(|g| g.collect())
-        .collect()
+        if let Some((capacity, available)) = broker.store().volume_space() {
+            self.volume_capacity.with_label_values::<&str>(&[]).set(capacity as i64);
+            self.volume_available.with_label_values::<&str>(&[]).set(available as i64);
+        }
+        self.gauges().iter().flat_map(|g| g.collect()).collect()
     }
 }

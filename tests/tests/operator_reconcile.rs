@@ -19,8 +19,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -324,8 +326,19 @@ async fn create_provisions_children_then_serves() {
     assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
     assert_eq!(json!(spec.selector.unwrap().match_labels), selector);
 
+    // The pods get an account of their own, bound to the read-only broker role in this namespace.
+    let account: ServiceAccount = h.must_get("orders-broker");
+    assert_eq!(account.metadata.owner_references, Some(owned_by(&topic)));
+    let binding: RoleBinding = h.must_get("orders-broker");
+    assert_eq!(binding.metadata.owner_references, Some(owned_by(&topic)));
+    assert_eq!((binding.role_ref.kind.as_str(), binding.role_ref.name.as_str()), ("ClusterRole", "weir-broker"));
+    let subjects = binding.subjects.unwrap();
+    assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("ServiceAccount", "orders-broker"));
+
     let set: StatefulSet = h.must_get("orders-broker");
     assert_eq!(set.metadata.owner_references, Some(owned_by(&topic)));
+    let pod_spec = set.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod_spec.service_account_name.as_deref(), Some("orders-broker"));
     assert!(set.annotations().contains_key(reconcile::apply::APPLIED_HASH_ANNOTATION));
     assert_eq!(set.labels()["app.kubernetes.io/managed-by"], "weir-operator");
     assert_eq!((set.spec.replicas, set.spec.service_name.as_deref()), (Some(3), Some("orders-broker")));

@@ -5,6 +5,7 @@
 //!    ├── StatefulSet  orders-broker      pods orders-broker-N, PVC data-orders-broker-N
 //!    ├── Service      orders-broker      headless: stable pod DNS for the admin API and routes
 //!    ├── PDB          orders-broker      maxUnavailable from spec.brokers.disruption
+//!    ├── ServiceAccount + RoleBinding orders-broker  the pods' read-only access (see identity)
 //!    └─ (shared) Service weir            every broker pod of the namespace; owned by no Topic
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! so Kubernetes garbage-collects it with the Topic; all carry the [`labels`] the operator and the
 //! chart select on.
 
+pub mod identity;
 pub mod labels;
 pub mod pdb;
 pub mod service;
@@ -21,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use weir_crds::Topic;
 
+pub use identity::{build_role_binding, build_service_account};
 pub use pdb::build_pdb;
 pub use service::{build_client_service, build_headless_service};
 pub use statefulset::{BrokerSetShape, build_stateful_set};

@@ -241,7 +241,7 @@ fn pod_template(topic: &Topic, topic_ref: &TopicRef, config: &OperatorConfig) ->
         }),
         spec: Some(PodSpec {
             containers: vec![broker_container(topic, &topic_ref.name, config)],
-            service_account_name: Some(config.broker_service_account.clone()),
+            service_account_name: Some(naming::broker_set(&topic_ref.name)),
             automount_service_account_token: Some(true),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),

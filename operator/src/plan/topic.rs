@@ -20,8 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use weir_crds::quantity::parse_size_quantity;
@@ -34,7 +35,8 @@ use weir_crds::{
 use super::{DEFAULT_RESYNC, PROGRESS_REQUEUE, Requeue, oldest_first};
 use crate::assignment::{Assignment, AssignmentPlan, plan_assignment};
 use crate::build::{
-    BrokerSetShape, BuildError, TopicRef, build_client_service, build_headless_service, build_pdb, build_stateful_set,
+    BrokerSetShape, BuildError, TopicRef, build_client_service, build_headless_service, build_pdb, build_role_binding,
+    build_service_account, build_stateful_set,
 };
 use crate::clock::seconds_between;
 use crate::config::OperatorConfig;
@@ -130,6 +132,10 @@ pub struct ObservedTopic {
 /// when its pods start).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TopicChildren {
+    /// The broker pods' ServiceAccount.
+    pub service_account: ServiceAccount,
+    /// Its read-only role in the namespace.
+    pub role_binding: RoleBinding,
     /// The headless Service.
     pub headless_service: Service,
     /// The namespace's shared client Service.
@@ -341,6 +347,8 @@ impl Planner<'_> {
             None => BrokerSetShape::from_spec(self.topic, set_replicas),
         };
         let children = TopicChildren {
+            service_account: build_service_account(&self.topic_ref),
+            role_binding: build_role_binding(&self.topic_ref, &self.config.broker_cluster_role),
             headless_service: build_headless_service(&self.topic_ref),
             client_service: build_client_service(&self.topic_ref.namespace),
             pdb: build_pdb(&self.topic_ref, self.topic),

@@ -8,7 +8,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
-use weir_crds::status::reason;
+use weir_crds::status::{READY, is_condition_true, reason};
 use weir_crds::{ConsumerGroup, DeletionPolicy, FINALIZER, FORCE_DELETE_ANNOTATION};
 
 use super::apply::apply_status;
@@ -61,6 +61,8 @@ async fn apply_group(group: &ConsumerGroup, ctx: &Context, api: &Api<ConsumerGro
     if group.status.as_ref() != Some(&status) {
         apply_status(api, &group.name_any(), &status).await?;
     }
+    let ready = is_condition_true(&status.conditions, READY);
+    ctx.metrics.set_ready("ConsumerGroup", &group.namespace().unwrap_or_default(), &group.name_any(), ready);
     publish(ctx, group, &events).await;
     Ok(action(requeue))
 }
@@ -70,6 +72,7 @@ async fn apply_group(group: &ConsumerGroup, ctx: &Context, api: &Api<ConsumerGro
 /// deleted (no calls) or the force-delete annotation is "true" (calls, failures ignored); otherwise
 /// a failing broker keeps the finalizer, with Stalled/CleanupBlocked in the status.
 async fn cleanup_group(group: &ConsumerGroup, ctx: &Context, api: &Api<ConsumerGroup>) -> Result<Action> {
+    ctx.metrics.forget("ConsumerGroup", &group.namespace().unwrap_or_default(), &group.name_any());
     if group.spec.deletion_policy == DeletionPolicy::Retain {
         info!("deletionPolicy Retain: broker state of the group is kept");
         return Ok(Action::await_change());

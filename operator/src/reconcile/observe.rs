@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use weir_crds::status::{READY, is_condition_true};
@@ -25,6 +26,10 @@ use crate::{Error, Result};
 /// The live children of a Topic, for the "unchanged, skip the write" check.
 #[derive(Clone, Debug, Default)]
 pub struct LiveChildren {
+    /// The broker ServiceAccount.
+    pub service_account: Option<ServiceAccount>,
+    /// Its RoleBinding.
+    pub role_binding: Option<RoleBinding>,
     /// The StatefulSet.
     pub stateful_set: Option<StatefulSet>,
     /// The headless Service.
@@ -47,6 +52,8 @@ pub async fn live_children(client: &Client, namespace: &str, topic: &str) -> Res
     let set = naming::broker_set(topic);
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     Ok(LiveChildren {
+        service_account: get_opt(&Api::namespaced(client.clone(), namespace), &set).await?,
+        role_binding: get_opt(&Api::namespaced(client.clone(), namespace), &set).await?,
         stateful_set: get_opt(&Api::namespaced(client.clone(), namespace), &set).await?,
         headless_service: get_opt(&services, &set).await?,
         client_service: get_opt(&services, naming::CLIENT_SERVICE).await?,

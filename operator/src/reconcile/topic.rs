@@ -1,6 +1,6 @@
 //! Reconcile of one Topic: finalizer, then observe -> [`plan_topic`] -> apply; and its cleanup.
 //!
-//! Apply order: headless Service, client Service, PDB, then the StatefulSet (its pods should find
+//! Apply order: the brokers' ServiceAccount and RoleBinding, headless Service, client Service, PDB, then the StatefulSet (its pods should find
 //! their Services), PVC resizes, and last the status, so a status never announces an assignment
 //! whose StatefulSet could not be written.
 
@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
+use weir_crds::status::{READY, is_condition_true};
 use weir_crds::{DeletionPolicy, FINALIZER, Topic, naming};
 
 use super::apply::{apply_child, apply_status};
@@ -70,12 +71,16 @@ async fn execute(topic: &Topic, ctx: &Context, plan: &TopicPlan, live: &LiveChil
         let api: Api<Topic> = Api::namespaced(ctx.client.clone(), &namespace);
         apply_status(&api, &topic.name_any(), &plan.status).await?;
     }
+    let ready = is_condition_true(&plan.status.conditions, READY);
+    ctx.metrics.set_ready("Topic", &namespace, &topic.name_any(), ready);
     publish(ctx, topic, &plan.events).await;
     Ok(())
 }
 
 async fn apply_children(ctx: &Context, children: &TopicChildren, live: &LiveChildren) -> Result<()> {
     let client = &ctx.client;
+    apply_child(client, &children.service_account, live.service_account.as_ref()).await?;
+    apply_child(client, &children.role_binding, live.role_binding.as_ref()).await?;
     apply_child(client, &children.headless_service, live.headless_service.as_ref()).await?;
     apply_child(client, &children.client_service, live.client_service.as_ref()).await?;
     apply_child(client, &children.pdb, live.pdb.as_ref()).await?;
@@ -108,6 +113,7 @@ pub(super) async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, object
 async fn cleanup_topic(topic: &Topic, ctx: &Context) -> Result<Action> {
     let name = topic.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?;
     let namespace = topic.metadata.namespace.clone().ok_or(Error::MissingMetadata("namespace"))?;
+    ctx.metrics.forget("Topic", &namespace, &name);
     if topic.spec.deletion_policy == DeletionPolicy::Retain {
         info!("deletionPolicy Retain: volumes are kept");
         return Ok(Action::await_change());

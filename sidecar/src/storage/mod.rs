@@ -488,6 +488,13 @@ impl Store {
         self.inner.log.total_bytes()
     }
 
+    /// Capacity and available bytes of the volume holding the data directory (None if the
+    /// file system cannot tell).
+    pub fn volume_space(&self) -> Option<(u64, u64)> {
+        let stat = rustix::fs::statvfs(&self.inner.config.dir).ok()?;
+        Some((stat.f_blocks * stat.f_frsize, stat.f_bavail * stat.f_frsize))
+    }
+
     /// Position range of the log: (first retained, end written).
     pub fn log_range(&self) -> (u64, u64) {
         (self.inner.log.start(), self.inner.log.end())
