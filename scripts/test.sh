@@ -13,17 +13,29 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-step "Python SDK for the integration tests (.venv)"
-if ! .venv/bin/python -c "import rocketmq" >/dev/null 2>&1; then
+sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+apt_install() { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq --no-install-recommends "$@"; }
+
+step "Python packages for the integration and chart tests (.venv)"
+python_modules="import rocketmq, helm_python, kubernetes_validate"
+if ! .venv/bin/python -c "$python_modules" >/dev/null 2>&1; then
   if ! python3 -m venv .venv; then
     # Debian's python3 ships venv separately.
-    sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq python3-venv
+    apt_install python3-venv
     python3 -m venv .venv
   fi
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
-.venv/bin/python -c "import rocketmq; print('rocketmq-python-client ready')"
+.venv/bin/python -c "$python_modules; print('rocketmq-python-client, helm-python-sdk, kubernetes-validate ready')"
+
+step "Prometheus and promtool for the monitoring tests"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  apt_install prometheus
+  # The package may start a service; the tests run their own Prometheus.
+  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl stop prometheus >/dev/null 2>&1 || true; fi
+  pkill -x prometheus >/dev/null 2>&1 || true
+fi
+promtool --version | head -1
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
