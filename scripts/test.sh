@@ -28,6 +28,10 @@ if ! .venv/bin/python -c "$python_modules" >/dev/null 2>&1; then
 fi
 .venv/bin/python -c "$python_modules; print('rocketmq-python-client, helm-python-sdk, kubernetes-validate ready')"
 
+step "strace for the fault-injection tests"
+command -v strace >/dev/null 2>&1 || apt_install strace
+strace -V | head -1
+
 step "Prometheus and promtool for the monitoring tests"
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
   apt_install prometheus

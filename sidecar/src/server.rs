@@ -30,6 +30,9 @@ use crate::state::BrokerState;
 use crate::storage::{Retention, Store, StoreConfig};
 use crate::txn::Transactions;
 
+/// How long a broker whose storage failed keeps answering (refusing writes) before it exits.
+const FATAL_EXIT_GRACE: Duration = Duration::from_secs(1);
+
 /// Largest gRPC request accepted (a batch of messages at the body limit).
 const MAX_REQUEST_BYTES: usize = 16 << 20;
 
@@ -46,6 +49,8 @@ pub struct ServerOptions {
     pub advertise_host: Option<String>,
     /// Storage settings (the directory is taken from `data_dir`).
     pub segment_bytes: u64,
+    /// Free space kept on the data volume (sends are refused below it).
+    pub min_free_bytes: u64,
     /// Async-durability flush interval.
     pub async_flush_interval: Duration,
     /// Retention limits.
@@ -90,6 +95,7 @@ pub async fn start(
     });
     let mut store_config = StoreConfig::new(&options.data_dir);
     store_config.segment_bytes = options.segment_bytes;
+    store_config.min_free_bytes = options.min_free_bytes;
     store_config.async_flush_interval = options.async_flush_interval;
     store_config.retention = options.retention;
     let opened = Instant::now();
@@ -98,10 +104,15 @@ pub async fn start(
         state.clone(),
         metrics.store.clone(),
         Box::new(|reason| {
-            // Durability can no longer be promised: stop before acknowledging anything else.
+            // Durability can no longer be promised. The store is poisoned, so nothing else can be
+            // acknowledged; give the refusals already on their way a moment to reach the clients
+            // (they say why), then stop.
             tracing::error!(%reason, "fatal storage failure; exiting");
             eprintln!("weir-sidecar: fatal storage failure: {reason}");
-            std::process::exit(70);
+            std::thread::spawn(|| {
+                std::thread::sleep(FATAL_EXIT_GRACE);
+                std::process::exit(70);
+            });
         }),
     )
     .with_context(|| format!("opening the data directory {}", options.data_dir.display()))?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod fake_kube;
+pub mod history;
 pub mod kubelet;
 pub mod raw;
 
@@ -45,7 +46,7 @@ pub fn binary(name: &str) -> PathBuf {
 /// Makes the child receive SIGKILL when the test process dies, so a test killed by the runner's
 /// timeout leaves no broker behind.
 #[allow(unsafe_code)]
-pub(crate) fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and only makes one async-signal-safe
     // system call (prctl), allocating nothing.
@@ -73,13 +74,35 @@ impl Sidecar {
     /// Starts `weir-sidecar standalone` on free loopback ports with `data_dir` and extra arguments,
     /// and waits until it reports ready.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
-        let mut command = Command::new(sidecar_binary());
+        Self::start_on(data_dir, "127.0.0.1:0", "127.0.0.1:0", extra_args)
+    }
+
+    /// Like [`Sidecar::start`], on the given gRPC and metrics addresses (a restarted broker that
+    /// clients find where it was).
+    pub fn start_on(data_dir: &Path, grpc: &str, metrics: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::start_command(Command::new(sidecar_binary()), data_dir, grpc, metrics, extra_args)
+    }
+
+    /// Like [`Sidecar::start`], run by `wrapper` (e.g. `strace` injecting faults into syscalls).
+    pub fn start_under(wrapper: &[&str], data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(wrapper[0]);
+        command.args(&wrapper[1..]).arg(sidecar_binary());
+        Self::start_command(command, data_dir, "127.0.0.1:0", "127.0.0.1:0", extra_args)
+    }
+
+    fn start_command(
+        mut command: Command,
+        data_dir: &Path,
+        grpc: &str,
+        metrics: &str,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         die_with_parent(&mut command);
         let mut child = command
             .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(["--listen", grpc, "--metrics-listen", metrics])
             .args(extra_args)
             .env("RUST_LOG", std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
@@ -130,6 +153,11 @@ impl Sidecar {
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// The exit status, once the process has ended by itself.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// SIGKILL, like a crash or an OOM kill.

@@ -68,18 +68,28 @@ pub fn code(s: &Option<pb::Status>) -> pb::Code {
 
 /// Receives once; returns the status code of the stream and its messages.
 pub async fn receive(client: &mut Client, req: pb::ReceiveMessageRequest) -> (pb::Code, Vec<pb::Message>) {
+    try_receive(client, req).await.expect("receive without transport errors")
+}
+
+/// Receives once, returning transport errors (a broker that went away) instead of panicking.
+/// Messages that arrived before an error are lost to the caller, as they are to a real client: the
+/// broker redelivers them after their invisible time.
+pub async fn try_receive(
+    client: &mut Client,
+    req: pb::ReceiveMessageRequest,
+) -> Result<(pb::Code, Vec<pb::Message>), tonic::Status> {
     use pb::receive_message_response::Content;
-    let mut stream = client.receive_message(req).await.expect("grpc ok").into_inner();
+    let mut stream = client.receive_message(req).await?.into_inner();
     let mut code = None;
     let mut messages = Vec::new();
-    while let Some(item) = stream.message().await.expect("stream ok") {
+    while let Some(item) = stream.message().await? {
         match item.content.expect("content is always set") {
             Content::Status(s) => code = Some(pb::Code::try_from(s.code).expect("known code")),
             Content::Message(m) => messages.push(m),
             Content::DeliveryTimestamp(_) => {}
         }
     }
-    (code.expect("a status in the stream"), messages)
+    Ok((code.expect("a status in the stream"), messages))
 }
 
 /// A receive request for `group` on `topic`.

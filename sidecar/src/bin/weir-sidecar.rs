@@ -67,6 +67,10 @@ struct BrokerArgs {
     /// Size of a commit log segment (e.g. 256Mi).
     #[arg(long, default_value = "256Mi")]
     segment_size: String,
+    /// Free space kept on the data volume for acknowledgements, indexes and checkpoints (at least
+    /// one segment); sends that would use it are refused ("disk full") until space is freed.
+    #[arg(long, default_value = "64Mi", env = "WEIR_MIN_FREE_SPACE")]
+    min_free_space: String,
     /// How long Async-durability writes may stay unsynced (e.g. 200ms).
     #[arg(long, default_value = "200ms")]
     flush_interval: String,
@@ -174,6 +178,7 @@ impl BrokerArgs {
             metrics_listen: self.metrics_listen,
             advertise_host: None,
             segment_bytes: size("segment-size", &self.segment_size)?,
+            min_free_bytes: size("min-free-space", &self.min_free_space)?,
             async_flush_interval: duration("flush-interval", &self.flush_interval)?,
             retention,
             checkpoint_interval: duration("checkpoint-interval", &self.checkpoint_interval)?,

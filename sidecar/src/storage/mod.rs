@@ -87,6 +87,20 @@ pub enum StorageError {
     /// Invalid configuration.
     #[error("invalid storage configuration: {0}")]
     Config(String),
+    /// The data volume is (nearly) full: messages are refused, the space left is kept for
+    /// acknowledgements, indexes and checkpoints.
+    #[error(
+        "disk full: {available} bytes free on the data volume, {needed} needed above the reserve of {reserve} \
+         (--min-free-space); sends are refused until space is freed (shorter retention, a bigger volume)"
+    )]
+    DiskFull {
+        /// Bytes free for the broker.
+        available: u64,
+        /// What the refused write needed.
+        needed: u64,
+        /// The configured reserve.
+        reserve: u64,
+    },
 }
 
 impl StorageError {
@@ -142,6 +156,10 @@ pub struct StoreConfig {
     pub async_flush_interval: Duration,
     /// Retention limits.
     pub retention: Retention,
+    /// Free space on the data volume kept for acknowledgements, indexes and checkpoints (never less
+    /// than one segment, which an acknowledgement may need to roll): messages that would eat into
+    /// it are refused (disk full) instead of filling the volume.
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -153,6 +171,7 @@ impl StoreConfig {
             max_frame_bytes: 8 << 20,
             async_flush_interval: Duration::from_millis(200),
             retention: Retention { time: Some(Duration::from_secs(72 * 3600)), bytes: None },
+            min_free_bytes: 64 << 20,
         }
     }
 

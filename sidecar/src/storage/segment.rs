@@ -38,13 +38,18 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| StorageError::io("create segment", &path, e))?;
-        match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, capacity) {
-            Ok(()) => {}
-            // tmpfs and some network filesystems cannot preallocate; writes still work there.
-            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}
-            Err(e) => return Err(StorageError::io("preallocate segment", &path, e.into())),
+        let prepared = match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, capacity) {
+            Ok(()) => Ok(()),
+            // Some network filesystems cannot preallocate; writes still work there.
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+            Err(e) => Err(StorageError::io("preallocate segment", &path, e.into())),
         }
-        file.sync_all().map_err(|e| StorageError::io("sync new segment", &path, e))?;
+        .and_then(|()| file.sync_all().map_err(|e| StorageError::io("sync new segment", &path, e)));
+        if let Err(e) = prepared {
+            // Without its space the segment is useless; remove it so a later roll can try again.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         sync_dir(dir)?;
         Ok(Self { base, path, file, len: AtomicU64::new(0) })
     }

@@ -90,7 +90,7 @@ struct Waiter {
 
 /// Runs until every sender is gone.
 pub(crate) fn run(inner: Arc<StoreInner>, rx: Receiver<Command>) {
-    let mut writer = Writer { inner, buf: Vec::with_capacity(1 << 20), unsynced_since: None };
+    let mut writer = Writer { inner, buf: Vec::with_capacity(1 << 20), unsynced_since: None, disk_full: false };
     let flush_every = writer.inner.config.async_flush_interval;
     let limit = MAX_GROUP_BYTES.min(writer.inner.config.segment_bytes as usize / 2);
     let mut carry: Option<Command> = None;
@@ -137,6 +137,11 @@ pub(crate) fn run(inner: Arc<StoreInner>, rx: Receiver<Command>) {
     }
 }
 
+/// Whether a waiter's records include messages (acknowledgements may use the reserve).
+fn carries_messages(records: &[AppendRecord]) -> bool {
+    records.iter().any(|r| r.kind == RecordKind::Message)
+}
+
 fn group_bytes(cmd: &Command) -> usize {
     match cmd {
         Command::Append { records, .. } => records.iter().map(|r| r.body.len() + HEADER_LEN).sum(),
@@ -149,6 +154,8 @@ struct Writer {
     buf: Vec<u8>,
     /// Set while written data is not yet fdatasynced (Async durability).
     unsynced_since: Option<Instant>,
+    /// Whether the last group found the volume full (to log the transitions once).
+    disk_full: bool,
 }
 
 impl Writer {
@@ -159,9 +166,15 @@ impl Writer {
             }
             return;
         }
-        let log = &self.inner.log;
         let mut appends = Vec::new();
         let mut others = Vec::new();
+        let messages: u64 = group
+            .iter()
+            .filter(|cmd| matches!(cmd, Command::Append { records, .. } if carries_messages(records)))
+            .map(|cmd| group_bytes(cmd) as u64)
+            .sum();
+        let full = if messages > 0 { self.check_space(messages) } else { None };
+        let log = &self.inner.log;
         for cmd in group {
             match cmd {
                 Command::Append { records, durability, reply } => {
@@ -174,6 +187,8 @@ impl Writer {
                             len: size as usize,
                             max: log.segment_bytes() as usize / 2,
                         }));
+                    } else if let Some(e) = full.as_ref().filter(|_| carries_messages(&records)) {
+                        let _ = reply.send(Err(e.clone()));
                     } else {
                         appends.push((records, durability, reply, size));
                     }
@@ -329,6 +344,30 @@ impl Writer {
         self.inner.log.mark_durable(active.end());
         self.unsynced_since = None;
         Ok(())
+    }
+
+    /// Whether `bytes` of new messages (and the next segment, if they would need one) fit above
+    /// the free-space reserve; the refusal to send otherwise. Logs when the volume fills or frees.
+    fn check_space(&mut self, bytes: u64) -> Option<StorageError> {
+        let log = &self.inner.log;
+        // Acknowledgements may need to roll into a new segment too: keep room for one.
+        let reserve = self.inner.config.min_free_bytes.max(log.segment_bytes());
+        let stat = rustix::fs::statvfs(&self.inner.config.dir).ok()?;
+        let available = stat.f_bavail * stat.f_frsize;
+        let active = log.active();
+        // A roll preallocates a whole segment before writing.
+        let rolls = active.end() + bytes > active.base() + log.segment_bytes();
+        let needed = bytes + if rolls { log.segment_bytes() } else { 0 };
+        let full = available < needed + reserve;
+        if full != self.disk_full {
+            self.disk_full = full;
+            if full {
+                tracing::error!(available, needed, reserve, "data volume full: refusing sends");
+            } else {
+                tracing::warn!(available, reserve, "data volume has room again: accepting sends");
+            }
+        }
+        full.then_some(StorageError::DiskFull { available, needed, reserve })
     }
 
     fn die(&mut self, e: &StorageError) {
