@@ -13,4 +13,5 @@ pub mod server;
 pub mod standalone;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod txn;

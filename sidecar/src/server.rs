@@ -51,6 +51,8 @@ pub struct ServerOptions {
     pub segment_bytes: u64,
     /// Free space kept on the data volume (sends are refused below it).
     pub min_free_bytes: u64,
+    /// TLS for both listeners; None serves plaintext.
+    pub tls: Option<crate::tls::LoadedTls>,
     /// Async-durability flush interval.
     pub async_flush_interval: Duration,
     /// Retention limits.
@@ -190,8 +192,12 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        server = server.tls_config(tls.grpc()).context("configuring gRPC TLS")?;
+    }
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(health_service)
             .add_service(service)
             .add_service(AdminServer::new(AdminService::new(broker.clone())))
@@ -199,8 +205,13 @@ pub async fn start(
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),
     );
-    let metrics_task =
-        tokio::spawn(serve_metrics(metrics_listener, metrics.clone(), options.cluster.clone(), stop_rx.clone()));
+    let metrics_task = tokio::spawn(serve_metrics(
+        metrics_listener,
+        metrics.clone(),
+        options.cluster.clone(),
+        options.tls.as_ref().map(|t| t.metrics()),
+        stop_rx.clone(),
+    ));
     let maintenance = tokio::spawn(maintain(broker.clone(), options.checkpoint_interval, stop_rx.clone()));
     let timer = tokio::spawn(broker.clone().run_timer());
     let transactions = tokio::spawn(broker.clone().run_transaction_checks());
@@ -230,6 +241,7 @@ async fn serve_metrics(
     listener: TcpListener,
     metrics: Metrics,
     cluster: Option<Arc<ClusterView>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use axum::http::StatusCode;
@@ -249,6 +261,9 @@ async fn serve_metrics(
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    if let Some(tls) = tls {
+        return serve_https(listener, app, tls, stop).await;
+    }
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
@@ -256,6 +271,47 @@ async fn serve_metrics(
         tracing::error!(error = %e, "metrics server failed");
     }
 }
+
+/// Serves `app` over TLS (HTTP/1.1) until `stop`: one task per connection; a client that does
+/// not finish its handshake within [`TLS_HANDSHAKE_TIMEOUT`] is dropped.
+async fn serve_https(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(error = %e, "metrics TLS handshake failed"),
+                Err(_) => return tracing::debug!("metrics TLS handshake timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+/// How long a metrics client may take to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Periodic work: checkpoints (bounded replay on restart), retention, forgetting silent clients.
 async fn maintain(broker: Arc<Broker>, checkpoint_every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {

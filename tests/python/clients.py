@@ -32,7 +32,7 @@ def config(args):
 
 def produce(args):
     """Sends --count messages with bodies <prefix>-<i>."""
-    producer = Producer(config(args), (args.topic,))
+    producer = Producer(config(args), (args.topic,), tls_enable=args.tls)
     producer.startup()
     try:
         for i in range(args.count):
@@ -114,7 +114,7 @@ def push_fifo_poison(args):
 
 def produce_fifo(args):
     """Sends --count messages of one message group: poison first, then <prefix>-<i>, then last."""
-    producer = Producer(config(args), (args.topic,))
+    producer = Producer(config(args), (args.topic,), tls_enable=args.tls)
     producer.startup()
     try:
         bodies = ["poison"] + [f"{args.prefix}-{i}" for i in range(args.count)] + ["last"]
@@ -130,7 +130,8 @@ def produce_fifo(args):
 
 def simple_receive(args):
     """A SimpleConsumer that receives and acks until --count messages arrived, printing each body."""
-    consumer = SimpleConsumer(config(args), args.group, {args.topic: FilterExpression()}, await_duration=5)
+    consumer = SimpleConsumer(config(args), args.group, {args.topic: FilterExpression()}, await_duration=5,
+                              tls_enable=args.tls)
     consumer.startup()
     got = 0
     deadline = time.monotonic() + args.timeout
@@ -156,7 +157,8 @@ def simple_receive(args):
 
 def change_invisible(args):
     """Receive one message, change its invisible duration: the new handle acks, the old one is refused."""
-    consumer = SimpleConsumer(config(args), args.group, {args.topic: FilterExpression()}, await_duration=5)
+    consumer = SimpleConsumer(config(args), args.group, {args.topic: FilterExpression()}, await_duration=5,
+                              tls_enable=args.tls)
     consumer.startup()
     try:
         messages = []
@@ -193,6 +195,8 @@ def main():
     parser.add_argument("--prefix", default="msg")
     parser.add_argument("--tag", default="py")
     parser.add_argument("--timeout", type=float, default=60)
+    # TLS to the broker; the trusted CA comes from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH.
+    parser.add_argument("--tls", action="store_true")
     args = parser.parse_args()
     {
         "produce": produce,

@@ -129,7 +129,12 @@ impl Sidecar {
         let field = |name: &str| -> Result<String> {
             line.split_whitespace()
                 .find_map(|f| f.strip_prefix(&format!("{name}=")))
-                .map(|v| v.trim_start_matches("http://").trim_end_matches("/metrics").to_owned())
+                .map(|v| {
+                    v.trim_start_matches("http://")
+                        .trim_start_matches("https://")
+                        .trim_end_matches("/metrics")
+                        .to_owned()
+                })
                 .with_context(|| format!("no {name}= in {line:?}"))
         };
         Ok(Self {
@@ -311,8 +316,14 @@ pub mod python {
 
     /// Starts a scenario; its stdout carries one JSON object per line.
     pub fn spawn(scenario: &str, endpoint: &str, args: &[&str]) -> Child {
+        spawn_with_env(scenario, endpoint, args, &[])
+    }
+
+    /// [`spawn`] with extra environment variables (e.g. the CA gRPC should trust).
+    pub fn spawn_with_env(scenario: &str, endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/clients.py");
         Command::new(interpreter())
+            .envs(env.iter().copied())
             .arg(script)
             .arg(scenario)
             .args(["--endpoint", endpoint])
@@ -325,7 +336,12 @@ pub mod python {
 
     /// Runs a scenario to the end; panics with its output if it failed.
     pub fn run(scenario: &str, endpoint: &str, args: &[&str]) -> Vec<serde_json::Value> {
-        let out = spawn(scenario, endpoint, args).wait_with_output().expect("python runs");
+        run_with_env(scenario, endpoint, args, &[])
+    }
+
+    /// [`run`] with extra environment variables.
+    pub fn run_with_env(scenario: &str, endpoint: &str, args: &[&str], env: &[(&str, &str)]) -> Vec<serde_json::Value> {
+        let out = spawn_with_env(scenario, endpoint, args, env).wait_with_output().expect("python runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

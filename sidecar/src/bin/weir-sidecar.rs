@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_sidecar::broker::BrokerConfig;
 use weir_sidecar::catalog::CatalogOptions;
@@ -18,6 +18,7 @@ use weir_sidecar::cluster::{ClusterView, PodIdentity};
 use weir_sidecar::server::{self, ServerOptions};
 use weir_sidecar::standalone;
 use weir_sidecar::storage::{Durability, Retention};
+use weir_sidecar::tls::{LoadedTls, TlsFiles};
 
 #[derive(Debug, Parser)]
 #[command(name = "weir-sidecar", version, about = "Weir broker: RocketMQ 5 semantics, Kubernetes-native")]
@@ -81,6 +82,19 @@ struct BrokerArgs {
     /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
     #[arg(long, default_value = "5s")]
     checkpoint_interval: String,
+    /// PEM certificate chain: serve gRPC and /metrics over TLS (with --tls-key).
+    #[arg(long, env = "WEIR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate it signed (mutual TLS).
+    #[arg(long, env = "WEIR_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve without TLS on an address other than loopback. Without TLS and without this flag,
+    /// the broker only listens on loopback addresses.
+    #[arg(long, env = "WEIR_PLAINTEXT", conflicts_with = "tls_cert")]
+    plaintext: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,9 +184,26 @@ async fn shutdown_signal() {
 }
 
 impl BrokerArgs {
+    /// TLS from the files, or None when plaintext is allowed: on loopback, or explicitly chosen.
+    fn tls(&self) -> Result<Option<LoadedTls>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            let exposed = [self.listen, self.metrics_listen].into_iter().find(|a| !a.ip().is_loopback());
+            if let (Some(addr), false) = (exposed, self.plaintext) {
+                bail!(
+                    "refusing to serve unencrypted traffic on {addr}: pass --tls-cert and --tls-key \
+                     (and --tls-client-ca for mutual TLS), or --plaintext to choose plaintext explicitly"
+                );
+            }
+            return Ok(None);
+        };
+        let files = TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: self.tls_client_ca.clone() };
+        Ok(Some(files.load()?))
+    }
+
     /// Server options with these settings; the mode fills in the rest.
     fn options(&self, retention: Retention, broker: BrokerConfig) -> Result<ServerOptions> {
         Ok(ServerOptions {
+            tls: self.tls()?,
             data_dir: self.data_dir.clone(),
             grpc_listen: self.listen,
             metrics_listen: self.metrics_listen,
@@ -218,12 +249,14 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
         peers: args.peers.into_iter().collect(),
         ..args.broker.options(retention, broker)?
     };
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
     let topics = options.declared.topics.len();
     let groups = options.declared.groups.len();
     let (running, done) = server::start(options, shutdown_signal()).await?;
     println!(
-        "weir-sidecar ready: grpc={} metrics=http://{}/metrics data={} topics={topics} groups={groups} auto-create={}",
+        "weir-sidecar ready: grpc={} metrics={}://{}/metrics data={} topics={topics} groups={groups} auto-create={}",
         running.grpc_addr,
+        scheme,
         running.metrics_addr,
         args.broker.data_dir.display(),
         !args.no_auto_create
@@ -248,10 +281,11 @@ async fn kubernetes(args: KubernetesArgs) -> Result<()> {
         cluster: Some(view.clone()),
         ..args.broker.options(retention, broker)?
     };
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
     let (running, done) = server::start(options, shutdown_signal()).await?;
     let watching = tokio::spawn(weir_sidecar::cluster::watch::run(client, view.clone(), running.broker.clone()));
     println!(
-        "weir-sidecar ready: pod={} topic={} grpc={} advertised={host}:{} metrics=http://{}/metrics data={}",
+        "weir-sidecar ready: pod={} topic={} grpc={} advertised={host}:{} metrics={scheme}://{}/metrics data={}",
         me.pod,
         args.topic,
         running.grpc_addr,
