@@ -106,6 +106,10 @@ pub enum BrokerError {
     #[error("forbidden: {0}")]
     Forbidden(String),
 
+    /// The caller could not be authenticated (access control is on).
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+
     #[error("unavailable: {0}")]
     Unavailable(String),
 
@@ -117,5 +121,14 @@ impl BrokerError {
     /// An internal error with a message.
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::Internal(msg.into())
+    }
+}
+
+impl From<crate::acl::Denied> for BrokerError {
+    fn from(denied: crate::acl::Denied) -> Self {
+        match denied {
+            crate::acl::Denied::Unauthenticated(why) => BrokerError::Unauthorized(why),
+            crate::acl::Denied::Forbidden(why) => BrokerError::Forbidden(why),
+        }
     }
 }

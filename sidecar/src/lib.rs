@@ -1,5 +1,6 @@
 //! The Weir broker library: storage engine, RocketMQ 5 gRPC service, consumer state and metrics.
 
+pub mod acl;
 pub mod broker;
 pub mod catalog;
 pub mod clients;

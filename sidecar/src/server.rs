@@ -21,7 +21,7 @@ use crate::cluster::ClusterView;
 use crate::consume::Consumers;
 use crate::delay::Timer;
 use crate::grpc::Messaging;
-use crate::grpc::admin::AdminService;
+use crate::grpc::admin::{AdminService, admin_access};
 use crate::grpc::forward::{Directory, Peers};
 use crate::grpc::route::Advertised;
 use crate::metrics::Metrics;
@@ -53,6 +53,8 @@ pub struct ServerOptions {
     pub min_free_bytes: u64,
     /// TLS for both listeners; None serves plaintext.
     pub tls: Option<crate::tls::LoadedTls>,
+    /// Access control (RocketMQ ACL); None admits everyone.
+    pub acl: Option<Arc<crate::acl::Acl>>,
     /// Async-durability flush interval.
     pub async_flush_interval: Duration,
     /// Retention limits.
@@ -171,7 +173,8 @@ pub async fn start(
         Some(view) => Directory::Cluster(view.clone()),
         None => Directory::Static(options.peers.clone()),
     };
-    let messaging = Messaging::new(broker.clone(), advertised, Peers::new(directory), options.cluster.clone());
+    let messaging = Messaging::new(broker.clone(), advertised, Peers::new(directory), options.cluster.clone())
+        .with_acl(options.acl.clone());
     let service = MessagingServiceServer::new(messaging)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES)
@@ -192,6 +195,7 @@ pub async fn start(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let admin_acl = options.acl.clone();
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls.grpc()).context("configuring gRPC TLS")?;
@@ -200,7 +204,9 @@ pub async fn start(
         server
             .add_service(health_service)
             .add_service(service)
-            .add_service(AdminServer::new(AdminService::new(broker.clone())))
+            .add_service(AdminServer::with_interceptor(AdminService::new(broker.clone()), move |req| {
+                admin_access(admin_acl.as_deref(), req)
+            }))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),

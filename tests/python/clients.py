@@ -27,7 +27,7 @@ def say(**fields):
 
 
 def config(args):
-    return ClientConfiguration(args.endpoint, Credentials())
+    return ClientConfiguration(args.endpoint, Credentials(args.access_key, args.secret_key))
 
 
 def produce(args):
@@ -197,6 +197,9 @@ def main():
     parser.add_argument("--timeout", type=float, default=60)
     # TLS to the broker; the trusted CA comes from GRPC_DEFAULT_SSL_ROOTS_FILE_PATH.
     parser.add_argument("--tls", action="store_true")
+    # Credentials: every request is signed (MQv2-HMAC-SHA1) when --access-key is set.
+    parser.add_argument("--access-key", default="")
+    parser.add_argument("--secret-key", default="")
     args = parser.parse_args()
     {
         "produce": produce,

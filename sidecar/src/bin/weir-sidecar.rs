@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use weir_sidecar::acl::Acl;
 use weir_sidecar::broker::BrokerConfig;
 use weir_sidecar::catalog::CatalogOptions;
 use weir_sidecar::cluster::{ClusterView, PodIdentity};
@@ -95,6 +96,10 @@ struct BrokerArgs {
     /// the broker only listens on loopback addresses.
     #[arg(long, env = "WEIR_PLAINTEXT", conflicts_with = "tls_cert")]
     plaintext: bool,
+    /// RocketMQ-style access control: a YAML file of users (username, password, superUser) and
+    /// their policies; requests must then be signed. Needs TLS unless serving on loopback only.
+    #[arg(long, env = "WEIR_ACL_FILE")]
+    acl_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -200,10 +205,26 @@ impl BrokerArgs {
         Ok(Some(files.load()?))
     }
 
+    /// Access control from `--acl-file`. Signatures can be replayed, so not over plaintext on an
+    /// open address.
+    fn acl(&self, tls: bool) -> Result<Option<Arc<Acl>>> {
+        let Some(path) = &self.acl_file else { return Ok(None) };
+        if !tls && !(self.listen.ip().is_loopback()) {
+            bail!(
+                "--acl-file needs TLS on {}: request signatures can be replayed by anyone who sees them; \
+                 add --tls-cert and --tls-key",
+                self.listen
+            );
+        }
+        Ok(Some(Arc::new(Acl::load(path)?)))
+    }
+
     /// Server options with these settings; the mode fills in the rest.
     fn options(&self, retention: Retention, broker: BrokerConfig) -> Result<ServerOptions> {
+        let tls = self.tls()?;
         Ok(ServerOptions {
-            tls: self.tls()?,
+            acl: self.acl(tls.is_some())?,
+            tls,
             data_dir: self.data_dir.clone(),
             grpc_listen: self.listen,
             metrics_listen: self.metrics_listen,

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use weir_proto::weir::admin::v1 as admin;
 use weir_proto::weir::admin::v1::admin_server::Admin;
 
+use crate::acl::Acl;
 use crate::broker::{Broker, ResetTarget};
 use crate::catalog::Topic;
 use crate::storage::Durability;
@@ -23,6 +24,14 @@ impl AdminService {
     pub fn new(broker: Arc<Broker>) -> Self {
         Self { broker }
     }
+}
+
+/// Interceptor of the admin API: with access control on, only signed requests of super users.
+pub fn admin_access(acl: Option<&Acl>, req: Request<()>) -> Result<Request<()>, Status> {
+    let Some(acl) = acl else { return Ok(req) };
+    let user = acl.authenticate(req.metadata()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    user.check_admin().map_err(|e| Status::permission_denied(e.to_string()))?;
+    Ok(req)
 }
 
 fn topic_info(t: &Topic) -> admin::Topic {

@@ -20,6 +20,10 @@ pub struct Caller {
     pub deadline: Option<Instant>,
     /// Another broker passed this request on (it must not be forwarded again).
     pub forwarded: bool,
+    /// The `authorization` and `x-mq-date-time` headers, passed on when the request is forwarded.
+    pub signature: Option<(String, String)>,
+    /// Who signed the request, when access control is on.
+    pub user: Option<std::sync::Arc<crate::acl::User>>,
 }
 
 impl Caller {
@@ -40,6 +44,8 @@ impl Caller {
                 language: language.clone(),
                 deadline: deadline.map(|d| Instant::now() + d),
                 forwarded: md.contains_key(crate::grpc::forward::FORWARDED_HEADER),
+                signature: Some((get("authorization"), get("x-mq-date-time"))).filter(|(a, _)| !a.is_empty()),
+                user: None,
             })
         };
         (language, caller)

@@ -106,6 +106,14 @@ impl Peers {
             metadata.insert("x-mq-language", language);
         }
         metadata.insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        // The owner checks the client's signature itself.
+        if let Some((authorization, date)) = &caller.signature {
+            for (header, value) in [("authorization", authorization), ("x-mq-date-time", date)] {
+                if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+                    metadata.insert(header, value);
+                }
+            }
+        }
         Ok(request)
     }
 

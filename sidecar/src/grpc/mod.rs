@@ -4,6 +4,7 @@
 //! the [`Broker`], and answer in band with a RocketMQ status ([`status`]). Malformed requests get a
 //! RocketMQ code, never a gRPC error, so every official SDK can report them; the process stays up.
 
+pub mod access;
 pub mod admin;
 pub mod context;
 pub mod convert;
@@ -23,10 +24,12 @@ use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_server::MessagingService;
 use weir_proto::rocketmq::v2::receive_message_response::Content;
 
+use crate::acl::Acl;
 use crate::broker::{Broker, ReceiveRequest, Resolution};
 use crate::cluster::ClusterView;
 use crate::consume::filter::{Filter, FilterKind};
 use crate::error::BrokerError;
+use access::Guarded;
 use context::Caller;
 use convert::name;
 use forward::Peers;
@@ -44,6 +47,8 @@ pub struct Messaging {
     peers: Arc<Peers>,
     /// Kubernetes mode: the rest of the cluster.
     cluster: Option<Arc<ClusterView>>,
+    /// Access control; None lets every caller do everything.
+    acl: Option<Arc<Acl>>,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
@@ -52,7 +57,27 @@ impl Messaging {
     /// A service answering for `broker`, advertising `advertised` in routes; in Kubernetes,
     /// `cluster` is the view of the other pods.
     pub fn new(broker: Arc<Broker>, advertised: Advertised, peers: Peers, cluster: Option<Arc<ClusterView>>) -> Self {
-        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers), cluster }
+        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers), cluster, acl: None }
+    }
+
+    /// Checks every request against `acl`.
+    pub fn with_acl(mut self, acl: Option<Arc<Acl>>) -> Self {
+        self.acl = acl;
+        self
+    }
+
+    /// The caller of a request: from its headers, and, with access control on, authenticated
+    /// and allowed to do what the request asks.
+    fn caller<T: Guarded>(&self, req: &Request<T>) -> (String, Result<Caller, BrokerError>) {
+        let (language, caller) = Caller::from_metadata(req.metadata());
+        let Some(acl) = &self.acl else { return (language, caller) };
+        let checked = caller.and_then(|mut caller| {
+            let user = acl.authenticate(req.metadata())?;
+            req.get_ref().need().check(&user)?;
+            caller.user = Some(user);
+            Ok(caller)
+        });
+        (language, checked)
     }
 
     /// Whether broker `owner` of `topic` is this broker (in Kubernetes, ordinals repeat across
@@ -126,10 +151,6 @@ impl Messaging {
     }
 }
 
-fn caller<T>(req: &Request<T>) -> (String, Result<Caller, BrokerError>) {
-    Caller::from_metadata(req.metadata())
-}
-
 fn unsupported(what: &str, language: &str) -> pb::Status {
     error_status(&BrokerError::Unsupported(format!("{what} is not offered by this broker")), language)
 }
@@ -141,7 +162,7 @@ impl MessagingService for Messaging {
         request: Request<pb::QueryRouteRequest>,
     ) -> Result<Response<pb::QueryRouteResponse>, GrpcStatus> {
         let started = Instant::now();
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let response = caller
             .and_then(|_| route::query_route(&self.broker, &self.advertised, self.cluster.as_deref(), &req))
@@ -157,7 +178,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, GrpcStatus> {
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let response = match caller {
             Ok(c) => session::heartbeat(&self.broker, &c, request.get_ref()),
             Err(e) => pb::HeartbeatResponse { status: Some(error_status(&e, &language)) },
@@ -170,7 +191,7 @@ impl MessagingService for Messaging {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, GrpcStatus> {
         let started = Instant::now();
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let refused =
             |e: BrokerError| pb::SendMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] };
@@ -193,7 +214,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::QueryAssignmentRequest>,
     ) -> Result<Response<pb::QueryAssignmentResponse>, GrpcStatus> {
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let response = caller
             .and_then(|_| {
                 route::query_assignment(&self.broker, &self.advertised, self.cluster.as_deref(), request.get_ref())
@@ -212,7 +233,7 @@ impl MessagingService for Messaging {
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, GrpcStatus> {
         let started = Instant::now();
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let result = match caller {
             Ok(c) => self.receive(&c, req).await,
@@ -247,7 +268,7 @@ impl MessagingService for Messaging {
         request: Request<pb::AckMessageRequest>,
     ) -> Result<Response<pb::AckMessageResponse>, GrpcStatus> {
         let started = Instant::now();
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let handles: Vec<String> = req.entries.iter().map(|e| e.receipt_handle.clone()).collect();
         let result = match caller {
@@ -280,7 +301,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::ForwardMessageToDeadLetterQueueRequest>,
     ) -> Result<Response<pb::ForwardMessageToDeadLetterQueueResponse>, GrpcStatus> {
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let result = match caller {
             Ok(c) => {
@@ -300,7 +321,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::PullMessageRequest>,
     ) -> Result<Response<Self::PullMessageStream>, GrpcStatus> {
-        let (language, _) = caller(&request);
+        let (language, _) = self.caller(&request);
         let content = pb::pull_message_response::Content::Status(unsupported("PullMessage", &language));
         let stream = futures::stream::iter([Ok(pb::PullMessageResponse { content: Some(content) })]);
         Ok(Response::new(Box::pin(stream)))
@@ -310,7 +331,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::UpdateOffsetRequest>,
     ) -> Result<Response<pb::UpdateOffsetResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
+        let (language, _) = self.caller(&request);
         Ok(Response::new(pb::UpdateOffsetResponse { status: Some(unsupported("UpdateOffset", &language)) }))
     }
 
@@ -318,7 +339,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::GetOffsetRequest>,
     ) -> Result<Response<pb::GetOffsetResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
+        let (language, _) = self.caller(&request);
         Ok(Response::new(pb::GetOffsetResponse { status: Some(unsupported("GetOffset", &language)), offset: 0 }))
     }
 
@@ -326,7 +347,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::QueryOffsetRequest>,
     ) -> Result<Response<pb::QueryOffsetResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
+        let (language, _) = self.caller(&request);
         Ok(Response::new(pb::QueryOffsetResponse { status: Some(unsupported("QueryOffset", &language)), offset: 0 }))
     }
 
@@ -334,7 +355,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, GrpcStatus> {
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let resolution = match pb::TransactionResolution::try_from(req.resolution) {
             Ok(pb::TransactionResolution::Commit) => Resolution::Commit,
@@ -368,7 +389,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<Streaming<pb::TelemetryCommand>>,
     ) -> Result<Response<Self::TelemetryStream>, GrpcStatus> {
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         match caller {
             Ok(c) => Ok(Response::new(session::telemetry(
                 self.broker.clone(),
@@ -387,7 +408,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, GrpcStatus> {
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let response = match caller {
             Ok(c) => session::terminate(&self.broker, &c).await,
             Err(e) => pb::NotifyClientTerminationResponse { status: Some(error_status(&e, &language)) },
@@ -400,7 +421,7 @@ impl MessagingService for Messaging {
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, GrpcStatus> {
         let started = Instant::now();
-        let (language, caller) = caller(&request);
+        let (language, caller) = self.caller(&request);
         let req = request.into_inner();
         let result = caller.and_then(|c| {
             let invisible = req.invisible_duration.as_ref().and_then(convert::duration).ok_or_else(|| {
@@ -429,7 +450,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
+        let (language, _) = self.caller(&request);
         Ok(Response::new(pb::RecallMessageResponse {
             status: Some(unsupported("RecallMessage", &language)),
             message_id: String::new(),
@@ -440,7 +461,7 @@ impl MessagingService for Messaging {
         &self,
         request: Request<pb::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, GrpcStatus> {
-        let (language, _) = caller(&request);
+        let (language, _) = self.caller(&request);
         Ok(Response::new(pb::SyncLiteSubscriptionResponse {
             status: Some(unsupported("SyncLiteSubscription", &language)),
         }))

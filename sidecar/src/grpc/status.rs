@@ -47,6 +47,7 @@ pub fn code_of(e: &BrokerError) -> Code {
         BrokerError::Unsupported(_) => Code::NotImplemented,
         BrokerError::NotOwner { .. } | BrokerError::Unavailable(_) => Code::HaNotAvailable,
         BrokerError::Forbidden(_) => Code::Forbidden,
+        BrokerError::Unauthorized(_) => Code::Unauthorized,
         BrokerError::Storage(StorageError::TooLarge { .. }) => Code::MessageBodyTooLarge,
         BrokerError::Storage(_) | BrokerError::Internal(_) => Code::InternalServerError,
     }

@@ -1,0 +1,188 @@
+//! Hostile clients: bytes that are not valid protobuf, names that are not UTF-8, frames over the
+//! size limit, thousands of idle Telemetry streams, and floods of receives nobody acknowledges.
+//! Each is answered (a gRPC or RocketMQ error, never a hang), memory stays bounded, and the broker
+//! keeps serving a well-formed send afterwards.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use weir_proto::rocketmq::v2 as pb;
+use weir_tests::raw::{self, code, message};
+use weir_tests::{Sidecar, rss_bytes, wait_for};
+
+/// A codec that sends whatever bytes it is given as the gRPC message, and returns the answer's raw
+/// bytes: what a buggy or malicious client could put on the wire.
+#[derive(Clone, Default)]
+struct RawBytes;
+
+impl Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let bytes = src.copy_to_bytes(src.remaining()).to_vec();
+        Ok(Some(bytes))
+    }
+}
+
+impl Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Self;
+    type Decoder = Self;
+    fn encoder(&mut self) -> Self {
+        Self
+    }
+    fn decoder(&mut self) -> Self {
+        Self
+    }
+}
+
+/// Sends `body` as the request message of `method` and returns the gRPC outcome.
+async fn raw_call(addr: std::net::SocketAddr, method: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel).max_encoding_message_size(usize::MAX);
+    grpc.ready().await.unwrap();
+    let path = format!("/apache.rocketmq.v2.MessagingService/{method}").parse().unwrap();
+    let mut request = tonic::Request::new(body);
+    request.metadata_mut().insert("x-mq-client-id", "hostile@1".parse().unwrap());
+    grpc.unary(request, path, RawBytes).await.map(tonic::Response::into_inner)
+}
+
+async fn still_serving(broker: &mut Sidecar) {
+    assert!(broker.is_running(), "the broker exited");
+    let mut client = raw::connect(broker.grpc, Some("survivor")).await;
+    let id = format!("alive-{}", rand::random::<u64>());
+    let r = client
+        .send_message(pb::SendMessageRequest { messages: vec![message("alive", &id, None, b"ok".to_vec())] })
+        .await
+        .expect("grpc ok")
+        .into_inner();
+    assert_eq!(code(&r.status), pb::Code::Ok, "{:?}", r.status);
+}
+
+/// A SendMessageRequest whose topic name is `name`, encoded by hand (prost refuses non-UTF-8).
+fn send_request_with_topic_bytes(name: &[u8]) -> Vec<u8> {
+    // Resource { name = 2 }, Message { topic = 1 }, SendMessageRequest { messages = 1 }.
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(tag << 3) | 2];
+        prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+    field(1, &field(1, &field(2, name)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_frames_and_invalid_utf8_are_refused_and_the_broker_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Sidecar::start(&dir.path().join("data"), &[]).unwrap();
+    let cases: Vec<(&str, &'static str, Vec<u8>)> = vec![
+        ("random bytes", "SendMessage", (0..4096).map(|_| rand::random::<u8>()).collect()),
+        ("a truncated varint", "ReceiveMessage", vec![0x0a, 0xff, 0xff, 0xff]),
+        ("a length beyond the frame", "AckMessage", vec![0x0a, 0x7f, 0x01]),
+        ("a topic name that is not UTF-8", "SendMessage", send_request_with_topic_bytes(&[0xff, 0xfe, b'x'])),
+        ("a wire type that does not exist", "QueryRoute", vec![0x0f, 0x00]),
+    ];
+    for (what, method, body) in cases {
+        let status = raw_call(broker.grpc, method, body).await.expect_err(what);
+        println!("{what}: {:?} {}", status.code(), status.message());
+        assert!(matches!(status.code(), tonic::Code::Internal | tonic::Code::InvalidArgument), "{what} got {status:?}");
+        still_serving(&mut broker).await;
+    }
+    // A valid request over the size limit is refused before it is decoded.
+    let huge = raw::message("alive", "huge", None, vec![b'z'; 20 << 20]);
+    let body = prost::Message::encode_to_vec(&pb::SendMessageRequest { messages: vec![huge] });
+    let status = raw_call(broker.grpc, "SendMessage", body).await.expect_err("20 MiB frame");
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    still_serving(&mut broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_telemetry_streams_keep_memory_bounded() {
+    const STREAMS: usize = 2_000;
+    const PER_CONNECTION: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Sidecar::start(&dir.path().join("data"), &[]).unwrap();
+    let before = rss_bytes(broker.pid());
+    let mut held = Vec::new();
+    for c in 0..STREAMS / PER_CONNECTION {
+        let client = raw::connect(broker.grpc, Some(&format!("idle-{c}"))).await;
+        for s in 0..PER_CONNECTION {
+            let mut client = client.clone();
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let settings = pb::TelemetryCommand {
+                status: None,
+                command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                    client_type: Some(pb::ClientType::Producer as i32),
+                    pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                        topics: vec![pb::Resource { resource_namespace: String::new(), name: format!("idle-{s}") }],
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })),
+            };
+            tx.send(settings).await.unwrap();
+            let mut responses = client
+                .telemetry(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .expect("telemetry stream opens")
+                .into_inner();
+            // The broker answers the settings; then the stream sits idle, held open by `tx`.
+            let first = tokio::time::timeout(Duration::from_secs(30), responses.message()).await;
+            assert!(matches!(first, Ok(Ok(Some(_)))), "no settings answer on stream {c}/{s}: {first:?}");
+            held.push((tx, responses));
+        }
+    }
+    let after = rss_bytes(broker.pid());
+    println!("{STREAMS} idle Telemetry streams: broker RSS {} MiB -> {} MiB", before >> 20, after >> 20);
+    assert!(after < before + (128 << 20), "idle streams cost {} MiB", (after - before) >> 20);
+    still_serving(&mut broker).await;
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_that_are_never_acknowledged_do_not_grow_memory_without_bound() {
+    const MESSAGES: usize = 50_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Sidecar::start(&dir.path().join("data"), &[]).unwrap();
+    let mut client = raw::connect(broker.grpc, Some("hoarder")).await;
+    for batch in 0..MESSAGES / 500 {
+        let messages = (0..500).map(|i| message("flood", &format!("f-{batch}-{i}"), None, vec![b'f'; 256])).collect();
+        let r = client.send_message(pb::SendMessageRequest { messages }).await.unwrap().into_inner();
+        assert_eq!(code(&r.status), pb::Code::Ok);
+    }
+    let before = rss_bytes(broker.pid());
+    // Take everything and acknowledge nothing, with the longest invisibility allowed.
+    let mut taken = 0;
+    wait_for(Duration::from_secs(120), "every message to be taken", async || {
+        let mut request = raw::receive_request("hoarders", "flood", "*", 12 * 3600 * 1000);
+        request.batch_size = 1024;
+        let (_, messages) = raw::receive(&mut client, request).await;
+        taken += messages.len();
+        (taken >= MESSAGES).then_some(())
+    })
+    .await;
+    let after = rss_bytes(broker.pid());
+    let inflight = weir_tests::metric_sum(
+        &broker.scrape().unwrap(),
+        "rocketmq_consumer_inflight_messages",
+        &[("consumer_group", "hoarders")],
+    );
+    println!("{taken} messages in flight, never acknowledged: broker RSS {} MiB -> {} MiB", before >> 20, after >> 20);
+    assert_eq!(inflight as usize, MESSAGES);
+    assert!(after < before + (96 << 20), "{MESSAGES} unacknowledged leases cost {} MiB", (after - before) >> 20);
+    // Nothing more to hand out, and the broker still works for everyone else.
+    let (status, more) = raw::receive(&mut client, raw::receive_request("hoarders", "flood", "*", 60_000)).await;
+    assert_eq!((status, more.len()), (pb::Code::MessageNotFound, 0));
+    still_serving(&mut broker).await;
+}
