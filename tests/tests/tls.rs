@@ -172,3 +172,31 @@ fn plaintext_on_an_open_address_must_be_chosen_explicitly() {
     let broker = Sidecar::start_on(data.path(), "0.0.0.0:0", "127.0.0.1:0", &["--plaintext"]).unwrap();
     assert!(broker.scrape().unwrap().contains("rocketmq_storage_size"));
 }
+
+#[test]
+fn weirctl_signs_and_speaks_tls_to_a_locked_down_broker() {
+    let pki = Pki::new("server");
+    let (cert, key) = pki.issue("broker", &["localhost", "127.0.0.1"]);
+    let acl = pki.dir.path().join("acl.yaml");
+    std::fs::write(&acl, "users: [{username: ops, password: ops-password-0123456, superUser: true}]\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let args = ["--tls-cert", path(&cert), "--tls-key", path(&key), "--acl-file", path(&acl)];
+    let broker = Sidecar::start(data.path(), &args).unwrap();
+    let weirctl = |extra: &[&str]| {
+        std::process::Command::new(weir_tests::weirctl_binary())
+            .args(["--server", &broker.access_url(), "--tls-ca", path(&pki.ca())])
+            .args(extra)
+            .env_remove("WEIR_ACCESS_KEY")
+            .env_remove("WEIR_SECRET_KEY")
+            .output()
+            .unwrap()
+    };
+    let creds = ["--access-key", "ops", "--secret-key", "ops-password-0123456"];
+    let sent = weirctl(&[&creds[..], &["produce", "--topic", "audit", "--body", "hello", "--count", "2"]].concat());
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let topics = weirctl(&[&creds[..], &["topics"]].concat());
+    assert!(String::from_utf8_lossy(&topics.stdout).contains("audit"), "{topics:?}");
+    let anonymous = weirctl(&["produce", "--topic", "audit", "--body", "x"]);
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("UNAUTHORIZED"), "{anonymous:?}");
+}

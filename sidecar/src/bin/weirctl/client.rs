@@ -1,18 +1,42 @@
 //! The connection to a broker, shared by every weirctl command: RocketMQ headers, clear connection
 //! errors, status checks and the small request builders.
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use weir_proto::rocketmq::v2::receive_message_response::Content;
+use weir_proto::weir::admin::v1::admin_client::AdminClient;
 
-/// Adds the RocketMQ client headers.
+/// How every connection of this run reaches the broker: set once from the command line
+/// (`--tls-ca`, `--access-key`, `--secret-key`) before any command runs.
+#[derive(Debug, Default)]
+pub struct ConnectOptions {
+    /// PEM CA the broker's certificate must chain to; set, connections use TLS.
+    pub tls_ca: Option<PathBuf>,
+    /// Access key and secret to sign every request with (RocketMQ ACL).
+    pub credentials: Option<(String, String)>,
+}
+
+static OPTIONS: OnceLock<ConnectOptions> = OnceLock::new();
+
+/// Sets the connection options for the rest of the run.
+pub fn configure(options: ConnectOptions) {
+    let _ = OPTIONS.set(options);
+}
+
+fn options() -> &'static ConnectOptions {
+    OPTIONS.get_or_init(ConnectOptions::default)
+}
+
+/// Adds the RocketMQ client headers, and the request signature when credentials are set.
 #[derive(Debug, Clone)]
 pub struct Headers {
     client_id: MetadataValue<tonic::metadata::Ascii>,
@@ -20,18 +44,38 @@ pub struct Headers {
 
 impl Interceptor for Headers {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("x-mq-client-id", self.client_id.clone());
-        req.metadata_mut().insert("x-mq-language", MetadataValue::from_static("WEIRCTL"));
+        let md = req.metadata_mut();
+        md.insert("x-mq-client-id", self.client_id.clone());
+        md.insert("x-mq-language", MetadataValue::from_static("WEIRCTL"));
+        if let Some((access_key, secret)) = &options().credentials {
+            use hmac::Mac;
+            let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+            let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
+            mac.update(date.as_bytes());
+            let signature = hex::encode(mac.finalize().into_bytes());
+            let authorization =
+                format!("MQv2-HMAC-SHA1 Credential={access_key}, SignedHeaders=x-mq-date-time, Signature={signature}");
+            let ascii =
+                |v: String| MetadataValue::try_from(v).map_err(|_| tonic::Status::invalid_argument("non-ASCII"));
+            md.insert("x-mq-date-time", ascii(date)?);
+            md.insert("authorization", ascii(authorization)?);
+        }
         Ok(req)
     }
 }
 
 pub type Messaging = MessagingServiceClient<InterceptedService<Channel, Headers>>;
+pub type Admin = AdminClient<InterceptedService<Channel, Headers>>;
 
 pub async fn connect(server: &str) -> Result<Channel> {
-    let uri = format!("http://{server}");
-    let endpoint =
+    let tls = options().tls_ca.as_ref();
+    let uri = format!("{}://{server}", if tls.is_some() { "https" } else { "http" });
+    let mut endpoint =
         Channel::from_shared(uri.clone()).with_context(|| format!("{server:?} is not a host:port address"))?;
+    if let Some(ca) = tls {
+        let pem = std::fs::read(ca).with_context(|| format!("reading the CA file {}", ca.display()))?;
+        endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+    }
     endpoint.connect_timeout(Duration::from_secs(3)).connect().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach a Weir broker at {server} ({}).\nIs it running? Start one with `weir-sidecar standalone`, \
@@ -61,8 +105,17 @@ pub async fn messaging(server: &str) -> Result<Messaging> {
 /// A client that introduces itself as `client_id` (the demo plays several applications).
 pub async fn messaging_as(server: &str, client_id: &str) -> Result<Messaging> {
     let channel = connect(server).await?;
-    let headers = Headers { client_id: MetadataValue::try_from(client_id).context("client id is not ASCII")? };
-    Ok(MessagingServiceClient::with_interceptor(channel, headers))
+    Ok(MessagingServiceClient::with_interceptor(channel, headers(client_id)?))
+}
+
+/// The admin API (topics, stats, dead letters, offsets).
+pub async fn admin(server: &str) -> Result<Admin> {
+    let channel = connect(server).await?;
+    Ok(AdminClient::with_interceptor(channel, headers(&client_id())?))
+}
+
+fn headers(client_id: &str) -> Result<Headers> {
+    Ok(Headers { client_id: MetadataValue::try_from(client_id).context("client id is not ASCII")? })
 }
 
 /// A message ready to send.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::weir::admin::v1 as admin;
-use weir_proto::weir::admin::v1::admin_client::AdminClient;
 
 use crate::client::{self, Ids, Messaging, messaging_as};
 
@@ -46,7 +45,7 @@ fn body(m: &pb::Message) -> String {
 
 /// Runs every scenario; fails if the broker does not behave as each promises.
 pub async fn run(server: &str) -> Result<()> {
-    let mut admin = AdminClient::new(client::connect(server).await?);
+    let mut admin = client::admin(server).await?;
     let topics = admin.list_topics(admin::ListTopicsRequest {}).await.context("ListTopics")?.into_inner().topics;
     let missing: Vec<&str> = TOPICS.iter().copied().filter(|t| !topics.iter().any(|x| x.name == *t)).collect();
     if !missing.is_empty() {

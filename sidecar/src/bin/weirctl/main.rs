@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use tonic::transport::Channel;
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::weir::admin::v1 as admin;
-use weir_proto::weir::admin::v1::admin_client::AdminClient;
 
-use client::{Ids, connect, messaging};
+use client::{Ids, messaging};
 
 #[derive(Debug, Parser)]
 #[command(name = "weirctl", version, about = "Produce, consume and inspect against a Weir broker")]
@@ -25,6 +23,15 @@ struct Cli {
     /// Broker gRPC address (host:port).
     #[arg(short, long, default_value = "127.0.0.1:8081", env = "WEIR_SERVER", global = true)]
     server: String,
+    /// Connect over TLS, trusting this PEM CA for the broker's certificate.
+    #[arg(long, env = "WEIR_TLS_CA", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Access key to sign requests with (a broker with --acl-file).
+    #[arg(long, env = "WEIR_ACCESS_KEY", global = true, requires = "secret_key")]
+    access_key: Option<String>,
+    /// Secret of --access-key.
+    #[arg(long, env = "WEIR_SECRET_KEY", global = true, requires = "access_key", hide_env_values = true)]
+    secret_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -276,8 +283,8 @@ fn print_message(m: &pb::Message, output: Output) {
     }
 }
 
-async fn admin_client(server: &str) -> Result<AdminClient<Channel>> {
-    Ok(AdminClient::new(connect(server).await?))
+async fn admin_client(server: &str) -> Result<client::Admin> {
+    client::admin(server).await
 }
 
 fn topic_json(t: &admin::Topic) -> serde_json::Value {
@@ -399,6 +406,7 @@ async fn dlq(server: &str, command: DlqCommand) -> Result<()> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    client::configure(client::ConnectOptions { tls_ca: cli.tls_ca, credentials: cli.access_key.zip(cli.secret_key) });
     let server = cli.server;
     let result = match cli.command {
         Command::Produce { topic, body, count, tag, keys, properties } => {
