@@ -122,6 +122,31 @@ async fn every_refusal_has_the_right_code_and_batches_are_checked_message_by_mes
         assert_eq!(receive_code(&mut client, request).await, want, "{group} on {topic}");
     }
 
+    // A producer may only declare topics it may publish to: declared topics receive transaction
+    // check-backs, which carry other producers' message bodies.
+    for (topic, want) in [("orders", pb::Code::Ok), ("payments", pb::Code::Forbidden)] {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let settings = pb::Settings {
+            client_type: Some(pb::ClientType::Producer as i32),
+            pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                topics: vec![pb::Resource { resource_namespace: String::new(), name: topic.into() }],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        tx.send(pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(settings)),
+        })
+        .await
+        .unwrap();
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        sign(&mut request, "orders-service", "orders-password-0123");
+        let mut answers = client.telemetry(request).await.unwrap().into_inner();
+        let answer = answers.message().await.unwrap().expect("an answer to the settings");
+        assert_eq!(code(&answer.status), want, "declaring {topic}");
+    }
+
     // The admin API: super users only.
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", broker.grpc)).unwrap().connect().await.unwrap();

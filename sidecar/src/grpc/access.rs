@@ -7,7 +7,8 @@
 //! | QueryRoute | Pub or Sub on the topic |
 //! | ReceiveMessage, AckMessage, ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue, QueryAssignment | Sub on the group and the topic |
 //! | Heartbeat of a consumer | Sub on the group |
-//! | Telemetry, NotifyClientTermination, unsupported RPCs | a signed request only |
+//! | Telemetry | a signed request; then its settings: Pub on every declared topic (producers receive check-backs of them), Sub on the group and its topics (`session::answer_settings`) |
+//! | NotifyClientTermination, unsupported RPCs | a signed request only |
 
 use tonic::Streaming;
 use weir_proto::rocketmq::v2 as pb;

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::clients::{ClientKind, ServerCommand};
 use crate::grpc::context::Caller;
 use crate::grpc::convert::{self, name, wire_duration};
-use crate::grpc::status::{ok, status};
+use crate::grpc::status::{error_status, ok, status};
 
 /// The outgoing half of a Telemetry stream.
 pub type TelemetryStream = Pin<Box<dyn Stream<Item = Result<pb::TelemetryCommand, GrpcStatus>> + Send>>;
@@ -119,8 +119,31 @@ fn server_command(command: ServerCommand, store_host: &str) -> pb::TelemetryComm
     }
 }
 
+/// With access control on, whether the caller may publish to (or consume) what its settings
+/// declare: a producer's topics receive transaction check-backs carrying message bodies.
+fn settings_allowed(caller: &Caller, settings: &pb::Settings) -> Result<(), crate::acl::Denied> {
+    use crate::acl::{Action, Resource};
+    let Some(user) = &caller.user else { return Ok(()) };
+    match &settings.pub_sub {
+        Some(pb::settings::PubSub::Publishing(p)) => {
+            let topics: Vec<Resource<'_>> = p.topics.iter().map(|t| Resource::Topic(&t.name)).collect();
+            user.check(&topics, Action::Pub)
+        }
+        Some(pb::settings::PubSub::Subscription(s)) => {
+            let mut resources = vec![Resource::Group(name(&s.group))];
+            resources.extend(s.subscriptions.iter().map(|e| Resource::Topic(name(&e.topic))));
+            user.check(&resources, Action::Sub)
+        }
+        None => Ok(()),
+    }
+}
+
 /// The broker's answer to a client's settings.
 fn answer_settings(broker: &Broker, caller: &Caller, mut settings: pb::Settings) -> pb::TelemetryCommand {
+    if let Err(denied) = settings_allowed(caller, &settings) {
+        let error = crate::error::BrokerError::from(denied);
+        return pb::TelemetryCommand { status: Some(error_status(&error, &caller.language)), command: None };
+    }
     let kind = kind_of(settings.client_type.unwrap_or(0));
     let language = settings.user_agent.as_ref().map(|ua| ua.language).unwrap_or(0);
     {
