@@ -205,6 +205,18 @@ impl Drop for Sidecar {
     }
 }
 
+/// Asserts the broker process is alive and a well-formed send through `client` still succeeds
+/// (the end of every bad-input and hostile-client test).
+pub async fn still_serving(broker: &mut Sidecar, client: &mut raw::Client) {
+    use weir_proto::rocketmq::v2 as pb;
+    assert!(broker.is_running(), "the broker exited");
+    let id = format!("alive-{}", rand::random::<u64>());
+    let message = raw::message("alive", &id, None, b"ok".to_vec());
+    let r =
+        client.send_message(pb::SendMessageRequest { messages: vec![message] }).await.expect("grpc ok").into_inner();
+    assert_eq!(raw::code(&r.status), pb::Code::Ok, "{:?}", r.status);
+}
+
 /// Resident memory of a process, from /proc.
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");

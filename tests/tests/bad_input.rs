@@ -2,26 +2,14 @@
 //! keeps serving. One test per case; each ends by checking the process is up and a valid send works.
 
 use weir_proto::rocketmq::v2 as pb;
-use weir_tests::Sidecar;
 use weir_tests::raw::{self, Client, code, message, resource};
+use weir_tests::{Sidecar, still_serving};
 
 async fn start(args: &[&str]) -> (tempfile::TempDir, Sidecar, Client) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Sidecar::start(&dir.path().join("data"), args).unwrap();
     let client = raw::connect(broker.grpc, Some("bad-input-test@1")).await;
     (dir, broker, client)
-}
-
-/// The process is alive and a well-formed send still succeeds.
-async fn still_serving(broker: &mut Sidecar, client: &mut Client) {
-    assert!(broker.is_running(), "the broker exited");
-    let id = format!("alive-{}", rand::random::<u64>());
-    let r = client
-        .send_message(pb::SendMessageRequest { messages: vec![message("alive", &id, None, b"ok".to_vec())] })
-        .await
-        .expect("grpc ok")
-        .into_inner();
-    assert_eq!(code(&r.status), pb::Code::Ok, "{:?}", r.status);
 }
 
 async fn send_one(client: &mut Client, m: pb::Message) -> pb::SendMessageResponse {

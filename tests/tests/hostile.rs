@@ -59,15 +59,8 @@ async fn raw_call(addr: std::net::SocketAddr, method: &'static str, body: Vec<u8
 }
 
 async fn still_serving(broker: &mut Sidecar) {
-    assert!(broker.is_running(), "the broker exited");
     let mut client = raw::connect(broker.grpc, Some("survivor")).await;
-    let id = format!("alive-{}", rand::random::<u64>());
-    let r = client
-        .send_message(pb::SendMessageRequest { messages: vec![message("alive", &id, None, b"ok".to_vec())] })
-        .await
-        .expect("grpc ok")
-        .into_inner();
-    assert_eq!(code(&r.status), pb::Code::Ok, "{:?}", r.status);
+    weir_tests::still_serving(broker, &mut client).await;
 }
 
 /// A SendMessageRequest whose topic name is `name`, encoded by hand (prost refuses non-UTF-8).
