@@ -6,7 +6,8 @@
 //!   the kubelet does; `command[0]` is looked up among the workspace's built binaries (a real node
 //!   would pull the image). `env` values and `fieldRef`s (`metadata.name`, `metadata.namespace`,
 //!   `status.podIP`) are set.
-//! * **Network.** Each pod gets its own loopback address (127.0.N.M) standing in for its network
+//! * **Network.** Each pod gets its own loopback address (127.S.N.M, S claimed per kubelet with a
+//!   lock file so parallel test processes never share one) standing in for its network
 //!   namespace: `0.0.0.0` in an argument becomes the pod's address. Pod DNS names
 //!   (`<pod>.<service>.<namespace>.svc.<domain>`) and the namespace's client Service name are
 //!   written to `/etc/hosts` (marked, and removed again on drop), standing in for cluster DNS and
@@ -77,7 +78,8 @@ impl FakeKubelet {
     pub fn start(client: kube::Client, config: KubeletConfig) -> Self {
         let pods = Arc::new(Mutex::new(BTreeMap::new()));
         let hosts = Arc::new(Mutex::new(HostsFile::new(&config.namespace)));
-        let node = Node { client, config, pods: pods.clone(), hosts: hosts.clone(), next_ip: 1 };
+        let subnet = Subnet::claim();
+        let node = Node { client, config, pods: pods.clone(), hosts: hosts.clone(), subnet, next_ip: 1 };
         let task = tokio::spawn(node.run());
         Self { pods, hosts, task }
     }
@@ -118,6 +120,7 @@ struct Node {
     config: KubeletConfig,
     pods: Arc<Mutex<BTreeMap<String, RunningPod>>>,
     hosts: Arc<Mutex<HostsFile>>,
+    subnet: Subnet,
     next_ip: u32,
 }
 
@@ -252,10 +255,8 @@ impl Node {
         if let Some(ip) = self.hosts.lock().ip_of(pod) {
             return ip;
         }
-        // Tests run as parallel processes: the second octet keeps their pods apart.
         self.next_ip += 1;
-        let process = 1 + std::process::id() % 250;
-        format!("127.{process}.{}.{}", self.next_ip / 250, 1 + self.next_ip % 250)
+        format!("127.{}.{}.{}", self.subnet.octet, self.next_ip / 250, 1 + self.next_ip % 250)
     }
 
     async fn probe_all(&mut self) {
@@ -412,6 +413,31 @@ fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// The second octet of this kubelet's pod addresses, held as an exclusive lock on a file for as
+/// long as the kubelet lives: tests run as parallel processes (and a process may run several
+/// kubelets), and two pods on one address would answer for each other. The kernel drops the lock
+/// when a test process dies, so a crashed run never leaks its claim.
+struct Subnet {
+    octet: u8,
+    _lock: std::fs::File,
+}
+
+impl Subnet {
+    fn claim() -> Self {
+        let dir = std::env::temp_dir();
+        let start = std::process::id() % 254;
+        for i in 0..254 {
+            let octet = u8::try_from(1 + (start + i) % 254).expect("1..=254");
+            let path = dir.join(format!("weir-fake-kubelet-127.{octet}.lock"));
+            let lock = std::fs::File::create(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+            if lock.try_lock().is_ok() {
+                return Self { octet, _lock: lock };
+            }
+        }
+        panic!("all 254 loopback subnets 127.1-254.x.x are taken by running fake kubelets");
+    }
+}
+
 /// This kubelet's lines in `/etc/hosts` (cluster DNS stand-in), each marked with the run.
 struct HostsFile {
     marker: String,
@@ -448,12 +474,14 @@ impl HostsFile {
         self.write();
     }
 
-    /// Rewrites the file in place: other lines untouched, ours replaced. Test processes running in
-    /// parallel each edit their own lines; a lock file serialises the read-modify-write.
+    /// Rewrites the file: other lines untouched, ours replaced. Test processes running in parallel
+    /// each edit their own lines; a lock file serialises the read-modify-write. The new text is
+    /// renamed into place, because resolvers in other processes read the file at any moment and a
+    /// truncate-then-write would let them see it empty (a failed lookup of an unrelated pod).
     fn write(&self) {
         let lock =
             std::fs::File::create(std::env::temp_dir().join("weir-fake-kubelet-hosts.lock")).expect("hosts lock file");
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).expect("lock the hosts file");
+        lock.lock().expect("lock the hosts file");
         let current = std::fs::read_to_string(HOSTS).unwrap_or_default();
         let mut lines: Vec<String> =
             current.lines().filter(|l| !l.ends_with(&self.marker)).map(str::to_owned).collect();
@@ -461,6 +489,12 @@ impl HostsFile {
             lines.push(format!("{ip} {name} {}", self.marker));
         }
         let text = lines.join("\n") + "\n";
+        let staged = Path::new(HOSTS).with_file_name(format!(".hosts.weir-{}", std::process::id()));
+        if std::fs::write(&staged, &text).and_then(|()| std::fs::rename(&staged, HOSTS)).is_ok() {
+            return;
+        }
+        // A bind-mounted /etc/hosts (containers) cannot be renamed over: edit it in place.
+        let _ = std::fs::remove_file(&staged);
         if let Err(e) = std::fs::write(Path::new(HOSTS), text) {
             panic!("the fake kubelet maps pod DNS names in {HOSTS} and cannot write it: {e} (run the tests as root)");
         }
