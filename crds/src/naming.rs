@@ -13,6 +13,19 @@ pub const CLIENT_SERVICE: &str = "weir";
 pub const DATA_MOUNT_PATH: &str = "/var/lib/weir";
 /// Name of the volume claim template (PVCs are `data-<pod>`).
 pub const DATA_VOLUME: &str = "data";
+/// Where a broker pod's TLS Secret is mounted (`tls.crt`, `tls.key`, `ca.crt`).
+pub const TLS_MOUNT_PATH: &str = "/var/run/weir/tls";
+/// Name of the TLS volume in a broker pod.
+pub const TLS_VOLUME: &str = "tls";
+/// Where a broker pod's access-control Secret is mounted.
+pub const ACL_MOUNT_PATH: &str = "/var/run/weir/acl";
+/// Name of the access-control volume in a broker pod.
+pub const ACL_VOLUME: &str = "acl";
+/// The key of the access-control Secret holding the broker's `--acl-file` (users and policies).
+pub const ACL_FILE_KEY: &str = "acl.yaml";
+/// A name every broker certificate carries besides its DNS names, so that Prometheus, which
+/// scrapes pods by IP, can check the certificate (`serverName` in the PodMonitor).
+pub const BROKER_TLS_SERVER_NAME: &str = "weir-broker";
 /// Default Kubernetes cluster domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -44,6 +57,13 @@ pub fn broker_set(topic: &str) -> String {
 /// The Topic object a StatefulSet name belongs to, if it is one of ours.
 pub fn topic_of_broker_set(set: &str) -> Option<&str> {
     set.strip_suffix(BROKER_SUFFIX).filter(|t| !t.is_empty())
+}
+
+/// The Secret holding the TLS certificate of the Topic object `topic`'s pods, when the brokers
+/// serve TLS. Its certificate must name `*.<topic>-broker.<namespace>.svc.<domain>` (the pods),
+/// `weir.<namespace>.svc.<domain>` (the client Service) and [`BROKER_TLS_SERVER_NAME`].
+pub fn tls_secret_name(topic: &str) -> String {
+    format!("{}-tls", broker_set(topic))
 }
 
 /// Pod `ordinal` of the Topic object `topic`.

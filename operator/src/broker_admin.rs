@@ -4,14 +4,19 @@
 //!
 //! Every call addresses one broker pod by its stable StatefulSet DNS name
 //! (`<pod>.<set>.<ns>.svc.<cluster-domain>:8081`), because partitions live on specific pods.
+//! When the brokers serve TLS the calls use it, checking the pod's certificate against that name;
+//! when they enforce access control the calls are signed with the operator's (super-user)
+//! credentials.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use weir_crds::naming;
+use weir_proto::client_tls::{self, ClientTls};
+use weir_proto::signature::Credentials;
 use weir_proto::weir::admin::v1 as pb;
 use weir_proto::weir::admin::v1::admin_client::AdminClient;
 
@@ -115,43 +120,65 @@ pub trait BrokerAdmin: Send + Sync {
     fn delete_group<'a>(&'a self, pod: &'a BrokerPod, group: &'a str) -> BoxFuture<'a, Result<bool, AdminError>>;
 }
 
-/// Maps a pod to the URI of its admin endpoint.
+/// Maps a pod to the `host:port` of its admin endpoint.
 pub type Resolver = Arc<dyn Fn(&BrokerPod) -> Option<String> + Send + Sync>;
 
 /// [`BrokerAdmin`] over gRPC. Channels are created lazily and kept per endpoint.
 pub struct GrpcBrokerAdmin {
     resolver: Resolver,
+    tls: Option<ClientTls>,
+    credentials: Option<Credentials>,
     channels: Mutex<HashMap<String, Channel>>,
     timeout: Duration,
 }
 
 impl GrpcBrokerAdmin {
-    /// Reaches pods at their StatefulSet DNS names under `cluster_domain`, port 8081.
-    pub fn new(cluster_domain: impl Into<String>) -> Self {
+    /// Reaches pods at their StatefulSet DNS names under `cluster_domain`, port 8081, over TLS
+    /// with `tls`.
+    pub fn new(cluster_domain: impl Into<String>, tls: Option<ClientTls>) -> Self {
         let domain = cluster_domain.into();
-        Self::with_resolver(Arc::new(move |pod: &BrokerPod| {
-            naming::pod_host(&pod.pod, &pod.namespace, &domain).map(|h| format!("http://{h}:{}", naming::GRPC_PORT))
-        }))
+        Self::with_resolver(
+            Arc::new(move |pod: &BrokerPod| {
+                naming::pod_host(&pod.pod, &pod.namespace, &domain).map(|h| format!("{h}:{}", naming::GRPC_PORT))
+            }),
+            tls,
+        )
     }
 
     /// Reaches pods wherever `resolver` says (tests run brokers on loopback ports).
-    pub fn with_resolver(resolver: Resolver) -> Self {
-        Self { resolver, channels: Mutex::new(HashMap::new()), timeout: Duration::from_secs(5) }
+    pub fn with_resolver(resolver: Resolver, tls: Option<ClientTls>) -> Self {
+        Self { resolver, tls, credentials: None, channels: Mutex::new(HashMap::new()), timeout: Duration::from_secs(5) }
+    }
+
+    /// Signs every call with `credentials` (a super user of the brokers' access control).
+    pub fn with_credentials(self, credentials: Option<Credentials>) -> Self {
+        Self { credentials, ..self }
+    }
+
+    /// `message` as a request, signed when credentials are set.
+    fn request<T>(&self, pod: &BrokerPod, message: T) -> Result<tonic::Request<T>, AdminError> {
+        let mut request = tonic::Request::new(message);
+        if let Some(credentials) = &self.credentials {
+            credentials
+                .sign(request.metadata_mut())
+                .map_err(|e| AdminError::Refused { pod: pod.to_string(), message: e.to_string() })?;
+        }
+        Ok(request)
     }
 
     fn client(&self, pod: &BrokerPod) -> Result<AdminClient<Channel>, AdminError> {
         let unavailable = |message: String| AdminError::Unavailable { pod: pod.to_string(), message };
-        let uri = (self.resolver)(pod).ok_or_else(|| unavailable("no address for this pod name".into()))?;
+        let address = (self.resolver)(pod).ok_or_else(|| unavailable("no address for this pod name".into()))?;
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(&uri) {
+        if let Some(channel) = channels.get(&address) {
             return Ok(AdminClient::new(channel.clone()));
         }
-        let channel = Endpoint::from_shared(uri.clone())
-            .map_err(|e| unavailable(format!("bad endpoint {uri}: {e}")))?
+        let channel = client_tls::endpoint(&address, self.tls.as_ref())
+            .map_err(|e| unavailable(e.to_string()))?
             .connect_timeout(Duration::from_secs(3))
             .timeout(self.timeout)
             .connect_lazy();
-        channels.insert(uri, channel.clone());
+        channels.insert(address, channel.clone());
         Ok(AdminClient::new(channel))
     }
 }
@@ -177,7 +204,7 @@ impl BrokerAdmin for GrpcBrokerAdmin {
         Box::pin(async move {
             let mut client = self.client(pod)?;
             let response = client
-                .get_partition_backlog(pb::GetPartitionBacklogRequest { topic: topic.to_owned() })
+                .get_partition_backlog(self.request(pod, pb::GetPartitionBacklogRequest { topic: topic.to_owned() })?)
                 .await
                 .map_err(|s| status_error(pod, s))?;
             Ok(response.into_inner().partitions.into_iter().map(|p| (p.partition, p.backlog)).collect())
@@ -193,7 +220,7 @@ impl BrokerAdmin for GrpcBrokerAdmin {
         Box::pin(async move {
             let mut client = self.client(pod)?;
             let response = client
-                .get_stats(pb::GetStatsRequest { topic: topic.to_owned(), group: group.to_owned() })
+                .get_stats(self.request(pod, pb::GetStatsRequest { topic: topic.to_owned(), group: group.to_owned() })?)
                 .await
                 .map_err(|s| status_error(pod, s))?;
             let mut stats = GroupTopicStats::default();
@@ -224,7 +251,7 @@ impl BrokerAdmin for GrpcBrokerAdmin {
             };
             let request =
                 pb::ResetOffsetRequest { group: group.to_owned(), topic: topic.to_owned(), target: Some(target) };
-            let response = client.reset_offset(request).await.map_err(|s| status_error(pod, s))?;
+            let response = client.reset_offset(self.request(pod, request)?).await.map_err(|s| status_error(pod, s))?;
             Ok(response.into_inner().partitions)
         })
     }
@@ -233,7 +260,7 @@ impl BrokerAdmin for GrpcBrokerAdmin {
         Box::pin(async move {
             let mut client = self.client(pod)?;
             let response = client
-                .delete_group(pb::DeleteGroupRequest { group: group.to_owned() })
+                .delete_group(self.request(pod, pb::DeleteGroupRequest { group: group.to_owned() })?)
                 .await
                 .map_err(|s| status_error(pod, s))?;
             Ok(response.into_inner().existed)
@@ -415,10 +442,10 @@ mod tests {
 
     #[tokio::test]
     async fn grpc_client_reports_an_unreachable_pod() {
-        let admin = GrpcBrokerAdmin::with_resolver(Arc::new(|_: &BrokerPod| Some("http://127.0.0.1:1".to_owned())));
+        let admin = GrpcBrokerAdmin::with_resolver(Arc::new(|_: &BrokerPod| Some("127.0.0.1:1".to_owned())), None);
         let err = admin.partition_backlog(&BrokerPod::new("ns", "t-broker-0"), "t").await.unwrap_err();
         assert!(matches!(err, AdminError::Unavailable { .. }), "{err}");
-        let bad = GrpcBrokerAdmin::new("cluster.local");
+        let bad = GrpcBrokerAdmin::new("cluster.local", None);
         let err = bad.delete_group(&BrokerPod::new("ns", "not-a-pod-name"), "g").await.unwrap_err();
         assert!(err.to_string().contains("no address"), "{err}");
     }

@@ -3,6 +3,7 @@
 //! ClusterRoles it and the brokers need.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -12,13 +13,15 @@ use kube::Client;
 use tracing::{error, info};
 use weir_operator::broker_admin::GrpcBrokerAdmin;
 use weir_operator::clock::SystemClock;
-use weir_operator::config::{DEFAULT_BROKER_CLUSTER_ROLE, DEFAULT_BROKER_IMAGE_REPOSITORY, OperatorConfig};
+use weir_operator::config::{BrokerTls, DEFAULT_BROKER_CLUSTER_ROLE, DEFAULT_BROKER_IMAGE_REPOSITORY, OperatorConfig};
 use weir_operator::controller::{self, Health, Scope, Shutdown};
 use weir_operator::leader::{LeaderElector, LeaseConfig};
 use weir_operator::metrics::Metrics;
 use weir_operator::reconcile::Context;
 use weir_operator::telemetry::{self, LogFormat};
 use weir_operator::{VERSION, rbac, web};
+use weir_proto::client_tls::ClientTls;
+use weir_proto::signature::Credentials;
 
 /// Command line of the operator.
 #[derive(Debug, Parser)]
@@ -47,6 +50,39 @@ struct Cli {
     /// Topics and ConsumerGroups; `weir-operator rbac` prints it). The operator may bind only it.
     #[arg(long, env = "WEIR_BROKER_CLUSTER_ROLE", default_value = DEFAULT_BROKER_CLUSTER_ROLE)]
     broker_cluster_role: String,
+
+    /// Broker pods serve TLS: each Topic's pods mount the Secret `<topic>-broker-tls` (tls.crt,
+    /// tls.key, ca.crt) from its namespace, and the operator's calls to them trust this CA bundle.
+    /// Unset: the brokers serve plaintext (they are started with --plaintext).
+    #[arg(long, env = "WEIR_BROKER_TLS_CA")]
+    broker_tls_ca: Option<PathBuf>,
+
+    /// Broker pods demand client certificates signed by their Secret's ca.crt (mutual TLS); the
+    /// operator presents --broker-tls-cert/--broker-tls-key.
+    #[arg(long, env = "WEIR_BROKER_CLIENT_AUTH", requires_all = ["broker_tls_ca", "broker_tls_cert", "broker_tls_key"])]
+    broker_client_auth: bool,
+
+    /// The operator's client certificate for brokers with --broker-client-auth.
+    #[arg(long, env = "WEIR_BROKER_TLS_CERT", requires = "broker_tls_key")]
+    broker_tls_cert: Option<PathBuf>,
+
+    /// Private key of --broker-tls-cert.
+    #[arg(long, env = "WEIR_BROKER_TLS_KEY", requires = "broker_tls_cert")]
+    broker_tls_key: Option<PathBuf>,
+
+    /// Broker pods enforce RocketMQ access control: each Topic's pods mount this Secret from its
+    /// namespace and use its key `acl.yaml` as their --acl-file. Needs --broker-tls-ca (request
+    /// signatures must not travel in the clear).
+    #[arg(long, env = "WEIR_BROKER_ACL_SECRET", requires_all = ["broker_tls_ca", "broker_access_key", "broker_secret_key"])]
+    broker_acl_secret: Option<String>,
+
+    /// The operator's access key at the brokers (a super user in every namespace's acl.yaml).
+    #[arg(long, env = "WEIR_BROKER_ACCESS_KEY", requires = "broker_secret_key")]
+    broker_access_key: Option<String>,
+
+    /// Secret key of --broker-access-key (from the environment, not the command line, in a pod).
+    #[arg(long, env = "WEIR_BROKER_SECRET_KEY", requires = "broker_access_key", hide_env_values = true)]
+    broker_secret_key: Option<String>,
 
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "WEIR_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
@@ -82,6 +118,16 @@ enum Command {
         #[arg(long, default_value = "weir-system")]
         lease_namespace: String,
     },
+}
+
+impl Cli {
+    /// How the operator's admin calls reach TLS brokers (read at start: a bad file stops it here).
+    fn broker_client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        let Some(ca) = &self.broker_tls_ca else { return Ok(None) };
+        let identity = self.broker_tls_cert.as_deref().zip(self.broker_tls_key.as_deref());
+        let tls = ClientTls::from_files(ca, identity).context("--broker-tls-ca/--broker-tls-cert/--broker-tls-key")?;
+        Ok(Some(tls))
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -128,8 +174,14 @@ async fn main() -> anyhow::Result<()> {
         broker_image_repository: cli.broker_image_repository.clone(),
         broker_image_tag: cli.broker_image_tag.clone(),
         broker_cluster_role: cli.broker_cluster_role.clone(),
+        broker_tls: cli.broker_tls_ca.is_some().then_some(BrokerTls { client_auth: cli.broker_client_auth }),
+        broker_acl_secret: cli.broker_acl_secret.clone(),
     };
-    let admin = Arc::new(GrpcBrokerAdmin::new(cli.cluster_domain.clone()));
+    let credentials = cli.broker_access_key.clone().zip(cli.broker_secret_key.clone());
+    let admin = Arc::new(
+        GrpcBrokerAdmin::new(cli.cluster_domain.clone(), cli.broker_client_tls()?)
+            .with_credentials(credentials.map(|(access, secret)| Credentials::new(access, secret))),
+    );
     let ctx = Arc::new(Context::new(
         client.clone(),
         admin,

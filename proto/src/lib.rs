@@ -9,8 +9,14 @@
 //! `Message.body`, are [`bytes::Bytes`], so a decoded body shares the request buffer instead of being
 //! copied.
 //!
+//! [`client_tls`] turns a broker address and an optional trust setting into a tonic endpoint;
+//! [`signature`] signs requests for brokers that enforce access control.
+//!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every compiled file (and the well-known
 //! types they import), for gRPC server reflection.
+
+pub mod client_tls;
+pub mod signature;
 
 /// The Apache RocketMQ namespace.
 pub mod rocketmq {

@@ -91,6 +91,7 @@ async fn main() {
         segment_bytes: 256 << 20,
         min_free_bytes: 64 << 20,
         tls: None,
+        peer_tls: None,
         acl: None,
         async_flush_interval: Duration::from_millis(200),
         retention: Retention::default(),

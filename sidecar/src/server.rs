@@ -53,6 +53,8 @@ pub struct ServerOptions {
     pub min_free_bytes: u64,
     /// TLS for both listeners; None serves plaintext.
     pub tls: Option<crate::tls::LoadedTls>,
+    /// TLS towards other brokers (forwarded requests); None forwards in plaintext.
+    pub peer_tls: Option<crate::tls::ClientTls>,
     /// Access control (RocketMQ ACL); None admits everyone.
     pub acl: Option<Arc<crate::acl::Acl>>,
     /// Async-durability flush interval.
@@ -173,8 +175,13 @@ pub async fn start(
         Some(view) => Directory::Cluster(view.clone()),
         None => Directory::Static(options.peers.clone()),
     };
-    let messaging = Messaging::new(broker.clone(), advertised, Peers::new(directory), options.cluster.clone())
-        .with_acl(options.acl.clone());
+    let messaging = Messaging::new(
+        broker.clone(),
+        advertised,
+        Peers::new(directory, options.peer_tls.clone()),
+        options.cluster.clone(),
+    )
+    .with_acl(options.acl.clone());
     let service = MessagingServiceServer::new(messaging)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES)

@@ -4,13 +4,20 @@
 //! (cert-manager writes `tls.crt`, `tls.key` and `ca.crt`).
 //!
 //! Both listeners use rustls with the ring provider; tonic builds its own configuration from the
-//! same PEM bytes, the metrics listener gets a [`rustls::ServerConfig`].
+//! same PEM bytes, the metrics listener gets a [`rustls::ServerConfig`]. Mutual TLS applies to
+//! gRPC only: `/metrics`, `/healthz` and `/readyz` carry no message data, and neither the
+//! kubelet's probes nor a typical Prometheus scrape present a client certificate.
+//!
+//! Requests forwarded to other brokers ([`ClientTls`]) use TLS too, trusting `--peer-ca` and, when
+//! the brokers demand client certificates, presenting this broker's own.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+pub use weir_proto::client_tls::ClientTls;
+use weir_proto::client_tls::{self, ClientTlsError};
 
 /// Where the PEM files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,25 +33,9 @@ pub struct TlsFiles {
 /// A TLS file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The file cannot be read.
-    #[error("reading the TLS {what} {path}")]
-    Read {
-        /// certificate, key or client CA.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file has no usable PEM block.
-    #[error("{path} holds no PEM {what}")]
-    NoPem {
-        /// What was expected.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-    },
+    /// The file cannot be read or holds no PEM block of the expected kind.
+    #[error(transparent)]
+    File(#[from] ClientTlsError),
     /// rustls refused the combination (key does not match, unsupported algorithm, ...).
     #[error("TLS configuration: {0}")]
     Rejected(#[from] rustls::Error),
@@ -69,13 +60,17 @@ impl std::fmt::Debug for LoadedTls {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_owned(), source })
+    Ok(client_tls::read(what, path)?)
+}
+
+fn no_pem(what: &'static str, path: &Path) -> TlsError {
+    ClientTlsError::NoPem { what, path: path.to_owned() }.into()
 }
 
 fn certificates(what: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).collect();
     if certs.is_empty() {
-        return Err(TlsError::NoPem { what, path: path.to_owned() });
+        return Err(no_pem(what, path));
     }
     Ok(certs)
 }
@@ -86,29 +81,27 @@ impl TlsFiles {
         let cert_pem = read("certificate", &self.cert)?;
         let key_pem = read("key", &self.key)?;
         let chain = certificates("certificate", &self.cert, &cert_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|_| TlsError::NoPem { what: "private key", path: self.key.clone() })?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| no_pem("private key", &self.key))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder =
-            rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
         let client_ca_pem = match &self.client_ca {
-            Some(path) => Some(read("client CA", path)?),
-            None => None,
-        };
-        let builder = match (&self.client_ca, &client_ca_pem) {
-            (Some(path), Some(pem)) => {
+            Some(path) => {
+                let pem = read("client CA", path)?;
+                // Checked here so a bad bundle stops the broker at start, not at the first client.
                 let mut roots = rustls::RootCertStore::empty();
-                for ca in certificates("client CA", path, pem)? {
+                for ca in certificates("client CA", path, &pem)? {
                     roots.add(ca)?;
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
                     .map_err(|e| TlsError::ClientCa(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
+                Some(pem)
             }
-            _ => builder.with_no_client_auth(),
+            None => None,
         };
-        let mut metrics = builder.with_single_cert(chain, key)?;
+        let mut metrics = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
         metrics.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(LoadedTls { cert_pem, key_pem, client_ca_pem, metrics: Arc::new(metrics) })
     }
@@ -130,8 +123,17 @@ impl LoadedTls {
         }
     }
 
-    /// The metrics server's configuration (HTTP/1.1).
+    /// The metrics server's configuration (HTTP/1.1, no client certificates).
     pub fn metrics(&self) -> Arc<rustls::ServerConfig> {
         self.metrics.clone()
+    }
+
+    /// TLS towards other brokers, trusting the CA bundle at `peer_ca`; with mutual TLS this
+    /// broker's certificate is its client identity (peers demand one as every client).
+    pub fn peers(&self, peer_ca: &Path) -> Result<ClientTls, TlsError> {
+        let ca = read("peer CA", peer_ca)?;
+        certificates("peer CA", peer_ca, &ca)?;
+        let identity = self.mutual().then(|| (self.cert_pem.clone(), self.key_pem.clone()));
+        Ok(ClientTls::new(ca, identity))
     }
 }

@@ -137,9 +137,10 @@ def check_restricted(case, what, spec):
                 problem(case, f"{name}: hostPort {port['hostPort']}")
 
 
-def security(broker_set_path):
-    (broker_set,) = load_yaml_docs(broker_set_path)
-    check_restricted("operator-built", "broker StatefulSet", pod_spec(broker_set))
+def security(*broker_set_paths):
+    for path in broker_set_paths:
+        (broker_set,) = load_yaml_docs(path)
+        check_restricted("operator-built", f"broker StatefulSet {os.path.basename(path)}", pod_spec(broker_set))
     for case, values in cases():
         workloads = [d for d in render(values) if pod_spec(d)]
         if not workloads:
@@ -199,7 +200,65 @@ def selectors(broker_set_path):
             monitors = [d for d in docs if d["kind"] == "PodMonitor"]
             if len(monitors) != 2:
                 problem(case, f"expected PodMonitors for the operator and the brokers, found {len(monitors)}")
+        checked += broker_tls(case, values, docs, operator)
         print(f"{case}: {checked} selectors match their pods")
+
+
+def broker_tls(case, values, docs, operator):
+    """With broker.tls: every file the operator's TLS flags name lies in the mounted operator
+    Secret, and the broker PodMonitor scrapes over HTTPS checking the `weir-broker` name against
+    that Secret's CA. Without it, no TLS flag and no HTTPS scrape. Returns the checks made."""
+    tls = values.get("broker", {}).get("tls", {})
+    (container,) = pod_spec(operator)["containers"]
+    flags = dict(a[2:].split("=", 1) for a in container.get("args") or [] if a.startswith("--broker-tls-"))
+    client_auth = "--broker-client-auth" in (container.get("args") or [])
+    monitors = [d for d in docs if d["kind"] == "PodMonitor" and d["metadata"]["name"] == "weir-broker"]
+    schemes = [e.get("scheme", "http") for m in monitors for e in m["spec"]["podMetricsEndpoints"]]
+    if not tls.get("enabled"):
+        if flags or client_auth or "https" in schemes:
+            problem(case, f"TLS is off but the operator has {sorted(flags)} / the PodMonitor scrapes {schemes}")
+        return 0
+    secret = tls.get("operatorSecret", "weir-operator-tls")
+    volumes = {v["name"]: v for v in pod_spec(operator).get("volumes") or []}
+    mounts = {m["mountPath"]: volumes.get(m["name"], {}) for m in container.get("volumeMounts") or []}
+    wanted = {"broker-tls-ca"} | ({"broker-tls-cert", "broker-tls-key"} if tls.get("clientAuth") else set())
+    if set(flags) != wanted or client_auth != bool(tls.get("clientAuth")):
+        problem(case, f"operator TLS flags {sorted(flags)} (client auth {client_auth}), expected {sorted(wanted)}")
+    for flag, path in flags.items():
+        directory, _, key = path.rpartition("/")
+        source = mounts.get(directory, {}).get("secret", {})
+        if source.get("secretName") != secret:
+            problem(case, f"--{flag}={path} is not in a mount of the Secret {secret}")
+        if key not in ("ca.crt", "tls.crt", "tls.key"):
+            problem(case, f"--{flag}={path}: {key} is not a key of a kubernetes.io/tls Secret")
+    for monitor in monitors:
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            config = endpoint.get("tlsConfig") or {}
+            ca = (config.get("ca") or {}).get("secret") or {}
+            if endpoint.get("scheme") != "https" or config.get("serverName") != "weir-broker" or ca != {"name": secret, "key": "ca.crt"}:
+                problem(case, f"PodMonitor weir-broker does not scrape over HTTPS trusting {secret}/ca.crt: {endpoint}")
+    return 1 + broker_acl(case, values, container)
+
+
+def broker_acl(case, values, container):
+    """With broker.acl: the operator names the ACL Secret and takes its credentials from the
+    credentials Secret through the environment (never the command line). Returns the checks made."""
+    acl = values.get("broker", {}).get("acl", {})
+    args = [a for a in container.get("args") or [] if a.startswith("--broker-acl-secret=")]
+    env = {e["name"]: (e.get("valueFrom") or {}).get("secretKeyRef") for e in container.get("env") or []}
+    if not acl.get("enabled"):
+        if args or "WEIR_BROKER_SECRET_KEY" in env:
+            problem(case, "access control is off but the operator is configured for it")
+        return 0
+    if args != [f"--broker-acl-secret={acl.get('secretName', 'weir-acl')}"]:
+        problem(case, f"operator ACL flag {args}")
+    credentials = acl.get("operatorCredentialsSecret", "weir-operator-credentials")
+    for name, key in (("WEIR_BROKER_ACCESS_KEY", "accessKey"), ("WEIR_BROKER_SECRET_KEY", "secretKey")):
+        if env.get(name) != {"name": credentials, "key": key}:
+            problem(case, f"{name} does not come from Secret {credentials} key {key}: {env.get(name)}")
+    if any("secret-key" in a for a in container.get("args") or []):
+        problem(case, "the operator's secret key is on its command line")
+    return 1
 
 
 def triples(rules):

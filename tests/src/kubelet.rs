@@ -15,8 +15,12 @@
 //! * **Volumes.** A volume claim template becomes a directory per pod (`<claim>-<pod>`, kept
 //!   across restarts like a PVC) and a PersistentVolumeClaim object; any argument under a mount
 //!   path is rewritten to point into it.
+//! * **Secrets.** A `secret` volume becomes a directory holding the Secret's keys as files, read
+//!   from the API server when the pod starts (a missing Secret keeps the pod from starting, as it
+//!   stays in ContainerCreating on a node).
 //! * **Service account.** `KUBECONFIG` points at the test's API server instead of a mounted token.
-//! * **Probes.** The readiness probe (gRPC or HTTP GET) is run against the pod's address; Pod
+//! * **Probes.** The readiness probe (gRPC, or HTTP GET with scheme HTTP or HTTPS, the latter
+//!   without checking the certificate, as the kubelet does) is run against the pod's address; Pod
 //!   objects and the StatefulSet's status (`replicas`, `readyReplicas`, ...) are written from it.
 //! * **Scaling.** Pods beyond `spec.replicas` get SIGTERM (then SIGKILL after the grace period).
 
@@ -27,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use parking_lot::Mutex;
@@ -63,7 +67,7 @@ struct RunningPod {
 #[derive(Debug, Clone)]
 enum Probe {
     Grpc(u16),
-    Http(u16, String),
+    Http { port: u16, path: String, https: bool },
 }
 
 /// The fake kubelet; stops its pods and cleans `/etc/hosts` when dropped.
@@ -200,6 +204,24 @@ impl Node {
                 mounts.push((m.mount_path.clone(), dir.clone()));
             }
         }
+        // Secret volumes: the Secret's keys as files.
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        for volume in template.volumes.iter().flatten() {
+            let Some(source) = &volume.secret else { continue };
+            let name = source.secret_name.clone().unwrap_or_default();
+            let secret = secrets
+                .get_opt(&name)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{pod}: Secret {name} of volume {} does not exist", volume.name))?;
+            let dir = self.config.work_dir.join(format!("{}-{pod}", volume.name));
+            std::fs::create_dir_all(&dir)?;
+            for (key, value) in secret.data.iter().flatten() {
+                std::fs::write(dir.join(key), &value.0)?;
+            }
+            for m in container.volume_mounts.iter().flatten().filter(|m| m.name == volume.name) {
+                mounts.push((m.mount_path.clone(), dir.clone()));
+            }
+        }
         let env = environment(container, pod, &ns, &ip);
         let expand = |s: &str| rewrite(&expand_vars(s, &env), &ip, &mounts);
         let command: Vec<String> =
@@ -226,7 +248,8 @@ impl Node {
             }
             let http = p.http_get.as_ref()?;
             let port = port_number(container, &http.port)?;
-            Some(Probe::Http(port, http.path.clone().unwrap_or_else(|| "/".into())))
+            let path = http.path.clone().unwrap_or_else(|| "/".into());
+            Some(Probe::Http { port, path, https: http.scheme.as_deref() == Some("HTTPS") })
         });
         self.hosts.lock().add(
             pod,
@@ -266,7 +289,7 @@ impl Node {
             let ready = match probe {
                 None => true,
                 Some(Probe::Grpc(port)) => grpc_ready(&ip, port).await,
-                Some(Probe::Http(port, path)) => http_ready(&ip, port, &path).await,
+                Some(Probe::Http { port, path, https }) => http_ready(&ip, port, &path, https).await,
             };
             if let Some(p) = self.pods.lock().get_mut(&name) {
                 p.ready = ready;
@@ -382,17 +405,78 @@ async fn grpc_ready(ip: &str, port: u16) -> bool {
         Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32)
 }
 
-async fn http_ready(ip: &str, port: u16, path: &str) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn http_ready(ip: &str, port: u16, path: &str, https: bool) -> bool {
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await.ok()?;
-        let mut buf = vec![0; 64];
-        let n = s.read(&mut buf).await.ok()?;
-        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-        Some(head.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')))
+        let tcp = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n");
+        if !https {
+            return answers_2xx(tcp, &request).await;
+        }
+        let name = rustls::pki_types::ServerName::try_from(ip.to_owned()).ok()?;
+        let tls = tokio_rustls::TlsConnector::from(probe_tls()).connect(name, tcp).await.ok()?;
+        answers_2xx(tls, &request).await
     };
     tokio::time::timeout(Duration::from_secs(1), attempt).await.ok().flatten().unwrap_or(false)
+}
+
+async fn answers_2xx<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, request: &str) -> Option<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut buf = vec![0; 64];
+    let n = s.read(&mut buf).await.ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    Some(head.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2')))
+}
+
+/// The kubelet's HTTPS probes encrypt but do not check the certificate.
+fn probe_tls() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Accepts any server certificate; signatures are still checked, so the handshake is real.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// SIGTERM, then SIGKILL after `grace`.

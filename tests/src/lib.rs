@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 pub mod fake_kube;
 pub mod history;
 pub mod kubelet;
+pub mod pki;
 pub mod raw;
 
 /// The `weir-sidecar` binary built by cargo next to the test executables.

@@ -9,11 +9,13 @@ use tonic::service::Interceptor;
 use tonic::transport::Channel;
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use weir_proto::signature::Credentials;
 
-/// Adds the RocketMQ headers to every request.
+/// Adds the RocketMQ headers to every request, and the signature when credentials are set.
 #[derive(Debug, Clone)]
 pub struct Headers {
     client_id: Option<String>,
+    credentials: Option<Credentials>,
 }
 
 impl Interceptor for Headers {
@@ -22,6 +24,9 @@ impl Interceptor for Headers {
             req.metadata_mut().insert("x-mq-client-id", MetadataValue::try_from(id.as_str()).expect("ascii id"));
         }
         req.metadata_mut().insert("x-mq-language", MetadataValue::from_static("RUST"));
+        if let Some(credentials) = &self.credentials {
+            credentials.sign(req.metadata_mut()).expect("ASCII access key");
+        }
         Ok(req)
     }
 }
@@ -32,7 +37,18 @@ pub type Client = MessagingServiceClient<tonic::service::interceptor::Intercepte
 /// Connects to `addr`; `client_id` None leaves the header out.
 pub async fn connect(addr: std::net::SocketAddr, client_id: Option<&str>) -> Client {
     let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
-    MessagingServiceClient::with_interceptor(channel, Headers { client_id: client_id.map(str::to_owned) })
+    with_headers(channel, client_id)
+}
+
+/// A client over `channel` (e.g. a TLS one); `client_id` None leaves the header out.
+pub fn with_headers(channel: Channel, client_id: Option<&str>) -> Client {
+    signed(channel, client_id, None)
+}
+
+/// A client over `channel` signing every request with `credentials` (RocketMQ ACL).
+pub fn signed(channel: Channel, client_id: Option<&str>, credentials: Option<Credentials>) -> Client {
+    let headers = Headers { client_id: client_id.map(str::to_owned), credentials };
+    MessagingServiceClient::with_interceptor(channel, headers)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use weir_crds::Topic;
 use weir_operator::build::{BrokerSetShape, TopicRef, build_stateful_set};
-use weir_operator::config::OperatorConfig;
+use weir_operator::config::{BrokerTls, OperatorConfig};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -29,8 +29,10 @@ fn check_chart(args: &[&str]) {
     assert!(out.status.success(), "check_chart.py {args:?} found problems:\n{report}");
 }
 
-/// The StatefulSet the operator builds for a Topic that sets nothing special, as YAML in `dir`.
-fn operator_built_broker_set(dir: &Path) -> String {
+/// The StatefulSet the operator builds for a Topic that sets nothing special, as YAML in `dir`:
+/// plaintext brokers, or locked down with `--broker-tls-ca --broker-client-auth
+/// --broker-acl-secret` (two Secret volumes more).
+fn operator_built_broker_set(dir: &Path, tls: bool) -> String {
     let mut topic = Topic::new("orders", serde_yaml::from_str("{partitions: 8, brokers: {replicas: 3}}").unwrap());
     topic.metadata = ObjectMeta {
         name: Some("orders".into()),
@@ -38,13 +40,11 @@ fn operator_built_broker_set(dir: &Path) -> String {
         uid: Some("uid-orders".into()),
         ..ObjectMeta::default()
     };
-    let set = build_stateful_set(
-        &topic,
-        &TopicRef::of(&topic).unwrap(),
-        &OperatorConfig::default(),
-        &BrokerSetShape::from_spec(&topic, 3),
-    );
-    let path = dir.join("broker-statefulset.yaml");
+    let config =
+        OperatorConfig { broker_tls: tls.then_some(BrokerTls { client_auth: true }), ..OperatorConfig::default() };
+    let set =
+        build_stateful_set(&topic, &TopicRef::of(&topic).unwrap(), &config, &BrokerSetShape::from_spec(&topic, 3));
+    let path = dir.join(if tls { "broker-statefulset-tls.yaml" } else { "broker-statefulset.yaml" });
     std::fs::write(&path, serde_yaml::to_string(&set).unwrap()).unwrap();
     path.to_str().unwrap().to_owned()
 }
@@ -57,13 +57,14 @@ fn every_values_case_lints_strictly_and_validates_against_kubernetes_schemas() {
 #[test]
 fn operator_and_broker_pods_meet_pod_security_restricted_with_resources() {
     let dir = tempfile::tempdir().unwrap();
-    check_chart(&["security", &operator_built_broker_set(dir.path())]);
+    let (plain, tls) = (operator_built_broker_set(dir.path(), false), operator_built_broker_set(dir.path(), true));
+    check_chart(&["security", &plain, &tls]);
 }
 
 #[test]
 fn monitors_policies_and_services_select_the_pods_they_are_for() {
     let dir = tempfile::tempdir().unwrap();
-    check_chart(&["selectors", &operator_built_broker_set(dir.path())]);
+    check_chart(&["selectors", &operator_built_broker_set(dir.path(), true)]);
 }
 
 #[test]

@@ -3,69 +3,25 @@
 //! over HTTPS; with a client CA, only clients holding a certificate it signed get in; and a broker
 //! without TLS refuses to listen on an open address unless plaintext is chosen explicitly.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
+use weir_tests::pki::Pki;
 use weir_tests::{Sidecar, python};
-
-/// A CA and the PEM files it signed, in a temporary directory.
-struct Pki {
-    dir: tempfile::TempDir,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
-        let cert = params.self_signed(&key).unwrap();
-        std::fs::write(dir.path().join("ca.crt"), cert.pem()).unwrap();
-        Self { dir, issuer: Issuer::new(params, key) }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-
-    /// A certificate for `names` (DNS names or IPs); returns (cert, key) paths.
-    fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (cert_path, key_path) =
-            (self.dir.path().join(format!("{file}.crt")), self.dir.path().join(format!("{file}.key")));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-}
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A raw gRPC client over TLS trusting `ca`, presenting `identity` if given.
+/// A raw gRPC client of the broker at `addr` (certificate for `localhost`) trusting `ca`.
 async fn tls_client(
     addr: std::net::SocketAddr,
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<MessagingServiceClient<Channel>, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
-        .domain_name("localhost");
-    if let Some((cert, key)) = identity {
-        tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
-    }
-    let channel = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls)?.connect().await?;
-    Ok(MessagingServiceClient::new(channel))
+    weir_tests::pki::tls_client(&format!("localhost:{}", addr.port()), ca, identity).await
 }
 
 /// A request that needs no state: the route of an auto-created topic.
@@ -77,26 +33,9 @@ async fn query_route(client: &mut MessagingServiceClient<Channel>) -> Result<pb:
     Ok(weir_tests::raw::code(&r.status))
 }
 
-/// `GET /metrics` over HTTPS trusting `ca`.
+/// `GET /metrics` over HTTPS trusting `ca` (the broker's certificate names `localhost`).
 async fn https_scrape(addr: std::net::SocketAddr, ca: &Path) -> std::io::Result<String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(ca)?;
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(name, tcp).await?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
+    weir_tests::pki::https_get(addr, ca, "localhost", "/metrics").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +94,9 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() 
         assert!(refused, "a client with {identity:?} got in");
     }
     assert_eq!(query_route(&mut admitted).await.unwrap(), pb::Code::Ok, "refusing others did not disturb it");
+    // Metrics and probes need no client certificate (the kubelet and Prometheus present none).
+    let scrape = https_scrape(broker.metrics, &servers.ca()).await.expect("metrics over HTTPS without a client cert");
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
 }
 
 #[test]
@@ -177,7 +119,7 @@ fn plaintext_on_an_open_address_must_be_chosen_explicitly() {
 fn weirctl_signs_and_speaks_tls_to_a_locked_down_broker() {
     let pki = Pki::new("server");
     let (cert, key) = pki.issue("broker", &["localhost", "127.0.0.1"]);
-    let acl = pki.dir.path().join("acl.yaml");
+    let acl = pki.dir().join("acl.yaml");
     std::fs::write(&acl, "users: [{username: ops, password: ops-password-0123456, superUser: true}]\n").unwrap();
     let data = tempfile::tempdir().unwrap();
     let args = ["--tls-cert", path(&cert), "--tls-key", path(&key), "--acl-file", path(&acl)];

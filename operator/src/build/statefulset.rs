@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, GRPCAction,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
     SecurityContext, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -69,7 +69,7 @@ pub fn broker_image(topic: &Topic, config: &OperatorConfig) -> String {
 pub fn broker_args(topic_name: &str, config: &OperatorConfig) -> Vec<String> {
     let listen = format!("0.0.0.0:{}", naming::GRPC_PORT);
     let metrics = format!("0.0.0.0:{}", naming::METRICS_PORT);
-    [
+    let mut args: Vec<String> = [
         "kubernetes",
         "--topic",
         topic_name,
@@ -81,14 +81,29 @@ pub fn broker_args(topic_name: &str, config: &OperatorConfig) -> Vec<String> {
         &metrics,
         "--cluster-domain",
         &config.cluster_domain,
-        // The broker refuses unencrypted non-loopback listeners unless told. Peer forwarding and
-        // the operator's admin calls do not speak TLS yet, so the choice is made here, explicitly;
-        // the chart's NetworkPolicy limits who can reach the pods.
-        "--plaintext",
     ]
     .into_iter()
     .map(str::to_owned)
-    .collect()
+    .collect();
+    match config.broker_tls {
+        Some(tls) => {
+            let file = |name: &str| format!("{}/{name}", naming::TLS_MOUNT_PATH);
+            args.extend(["--tls-cert".to_owned(), file("tls.crt"), "--tls-key".to_owned(), file("tls.key")]);
+            // Peers' certificates come from the same CA; requests forwarded to them use TLS.
+            args.extend(["--peer-ca".to_owned(), file("ca.crt")]);
+            if tls.client_auth {
+                args.extend(["--tls-client-ca".to_owned(), file("ca.crt")]);
+            }
+        }
+        // The broker refuses unencrypted non-loopback listeners unless told: the operator's
+        // configuration chose plaintext, so the choice is made here, explicitly; the chart's
+        // NetworkPolicy limits who can reach the pods.
+        None => args.push("--plaintext".to_owned()),
+    }
+    if config.broker_acl_secret.is_some() {
+        args.extend(["--acl-file".to_owned(), format!("{}/{}", naming::ACL_MOUNT_PATH, naming::ACL_FILE_KEY)]);
+    }
+    args
 }
 
 /// Requests and limits when the spec sets none: enough for a few thousand messages per second
@@ -113,11 +128,14 @@ fn env_from_field(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn healthz(period: i32, failure_threshold: i32) -> Probe {
+/// A probe of the metrics listener (`/healthz`, `/readyz`); HTTPS when the broker serves TLS
+/// (the kubelet does not check the certificate, and gRPC probes cannot speak TLS at all).
+fn metrics_probe(path: &str, tls: bool, period: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
-            path: Some("/healthz".to_owned()),
+            path: Some(path.to_owned()),
             port: IntOrString::String("metrics".to_owned()),
+            scheme: Some(if tls { "HTTPS" } else { "HTTP" }.to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -134,6 +152,7 @@ fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) ->
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
     };
+    let tls = config.broker_tls.is_some();
     Container {
         name: CONTAINER.to_owned(),
         image: Some(broker_image(topic, config)),
@@ -146,15 +165,10 @@ fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) ->
             EnvVar { name: "WEIR_LOG_FORMAT".to_owned(), value: Some("json".to_owned()), ..EnvVar::default() },
         ]),
         ports: Some(vec![port("grpc", naming::GRPC_PORT), port("metrics", naming::METRICS_PORT)]),
-        readiness_probe: Some(Probe {
-            grpc: Some(GRPCAction { port: i32::from(naming::GRPC_PORT), ..GRPCAction::default() }),
-            period_seconds: Some(5),
-            failure_threshold: Some(3),
-            timeout_seconds: Some(3),
-            ..Probe::default()
-        }),
-        liveness_probe: Some(healthz(10, 6)),
-        startup_probe: Some(healthz(STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD)),
+        // Ready once the broker knows its place in the cluster (the same answer as gRPC health).
+        readiness_probe: Some(metrics_probe("/readyz", tls, 5, 3)),
+        liveness_probe: Some(metrics_probe("/healthz", tls, 10, 6)),
+        startup_probe: Some(metrics_probe("/healthz", tls, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD)),
         resources: Some(topic.spec.brokers.resources.clone().unwrap_or_else(default_resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -164,16 +178,62 @@ fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) ->
             seccomp_profile: Some(runtime_default_seccomp()),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: naming::DATA_VOLUME.to_owned(),
-                mount_path: naming::DATA_MOUNT_PATH.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount { name: TMP_VOLUME.to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
-        ]),
+        volume_mounts: Some(volume_mounts(config)),
         ..Container::default()
     }
+}
+
+fn volume_mounts(config: &OperatorConfig) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: naming::DATA_VOLUME.to_owned(),
+            mount_path: naming::DATA_MOUNT_PATH.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount { name: TMP_VOLUME.to_owned(), mount_path: "/tmp".to_owned(), ..VolumeMount::default() },
+    ];
+    let secrets = [
+        (config.broker_tls.is_some(), naming::TLS_VOLUME, naming::TLS_MOUNT_PATH),
+        (config.broker_acl_secret.is_some(), naming::ACL_VOLUME, naming::ACL_MOUNT_PATH),
+    ];
+    for (_, name, path) in secrets.into_iter().filter(|(wanted, _, _)| *wanted) {
+        mounts.push(VolumeMount {
+            name: name.to_owned(),
+            mount_path: path.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
+}
+
+fn volumes(topic_name: &str, config: &OperatorConfig) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: TMP_VOLUME.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    let secrets = [
+        (naming::TLS_VOLUME, config.broker_tls.map(|_| naming::tls_secret_name(topic_name))),
+        (naming::ACL_VOLUME, config.broker_acl_secret.clone()),
+    ];
+    for (name, secret) in secrets {
+        let Some(secret) = secret else { continue };
+        // Readable by the broker's group only (fsGroup); the pod starts once the Secret exists.
+        volumes.push(Volume {
+            name: name.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
 }
 
 fn pull_policy(policy: PullPolicy) -> String {
@@ -264,14 +324,7 @@ fn pod_template(topic: &Topic, topic_ref: &TopicRef, config: &OperatorConfig) ->
             topology_spread_constraints: non_empty(topology_spread_constraints),
             priority_class_name,
             image_pull_secrets: non_empty(image_pull_secrets),
-            volumes: Some(vec![Volume {
-                name: TMP_VOLUME.to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(Quantity("64Mi".to_owned())),
-                    ..EmptyDirVolumeSource::default()
-                }),
-                ..Volume::default()
-            }]),
+            volumes: Some(volumes(&topic_ref.name, config)),
             ..PodSpec::default()
         }),
     }

@@ -19,7 +19,7 @@ use weir_sidecar::cluster::{ClusterView, PodIdentity};
 use weir_sidecar::server::{self, ServerOptions};
 use weir_sidecar::standalone;
 use weir_sidecar::storage::{Durability, Retention};
-use weir_sidecar::tls::{LoadedTls, TlsFiles};
+use weir_sidecar::tls::{ClientTls, LoadedTls, TlsFiles};
 
 #[derive(Debug, Parser)]
 #[command(name = "weir-sidecar", version, about = "Weir broker: RocketMQ 5 semantics, Kubernetes-native")]
@@ -92,6 +92,11 @@ struct BrokerArgs {
     /// PEM CA bundle: clients must present a certificate it signed (mutual TLS).
     #[arg(long, env = "WEIR_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle the other brokers' certificates chain to: requests forwarded to them (sends for
+    /// partitions they own, EndTransaction for their transactions) use TLS. Needed with TLS
+    /// whenever there are peers (--peer, or Kubernetes mode).
+    #[arg(long, env = "WEIR_PEER_CA", requires = "tls_cert")]
+    peer_ca: Option<PathBuf>,
     /// Serve without TLS on an address other than loopback. Without TLS and without this flag,
     /// the broker only listens on loopback addresses.
     #[arg(long, env = "WEIR_PLAINTEXT", conflicts_with = "tls_cert")]
@@ -219,11 +224,25 @@ impl BrokerArgs {
         Ok(Some(Arc::new(Acl::load(path)?)))
     }
 
+    /// TLS towards peers: with TLS and peers, `--peer-ca` is needed (a broker that forwarded in
+    /// plaintext to TLS peers would fail at the first forwarded request, not at start).
+    fn peer_tls(&self, tls: Option<&LoadedTls>, has_peers: bool) -> Result<Option<ClientTls>> {
+        match (tls, &self.peer_ca) {
+            (Some(tls), Some(ca)) => Ok(Some(tls.peers(ca)?)),
+            (Some(_), None) if has_peers => bail!(
+                "with TLS, requests forwarded to other brokers use TLS too: pass --peer-ca with the CA \
+                 their certificates chain to"
+            ),
+            _ => Ok(None),
+        }
+    }
+
     /// Server options with these settings; the mode fills in the rest.
-    fn options(&self, retention: Retention, broker: BrokerConfig) -> Result<ServerOptions> {
+    fn options(&self, retention: Retention, broker: BrokerConfig, has_peers: bool) -> Result<ServerOptions> {
         let tls = self.tls()?;
         Ok(ServerOptions {
             acl: self.acl(tls.is_some())?,
+            peer_tls: self.peer_tls(tls.as_ref(), has_peers)?,
             tls,
             data_dir: self.data_dir.clone(),
             grpc_listen: self.listen,
@@ -267,8 +286,8 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
             },
         },
         declared,
-        peers: args.peers.into_iter().collect(),
-        ..args.broker.options(retention, broker)?
+        peers: args.peers.iter().cloned().collect(),
+        ..args.broker.options(retention, broker, !args.peers.is_empty())?
     };
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let topics = options.declared.topics.len();
@@ -300,7 +319,7 @@ async fn kubernetes(args: KubernetesArgs) -> Result<()> {
         advertise_host: Some(host.clone()),
         catalog: CatalogOptions { auto_create_topics: false, auto_create_groups: false, ..CatalogOptions::default() },
         cluster: Some(view.clone()),
-        ..args.broker.options(retention, broker)?
+        ..args.broker.options(retention, broker, true)?
     };
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let (running, done) = server::start(options, shutdown_signal()).await?;

@@ -6,7 +6,7 @@
 //! Peers are found by broker id: with `--peer ID=HOST:PORT` in standalone, or in Kubernetes by
 //! the pod of that ordinal in the topic's StatefulSet. A forwarded request carries
 //! [`FORWARDED_HEADER`]; a broker never forwards such a request again, so a stale view cannot
-//! make requests circle.
+//! make requests circle. When the brokers serve TLS, forwarded requests use it too (`--peer-ca`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+use weir_proto::client_tls::ClientTls;
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 
@@ -40,6 +41,7 @@ pub enum Directory {
 #[derive(Debug)]
 pub struct Peers {
     directory: Directory,
+    tls: Option<ClientTls>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -50,9 +52,9 @@ pub fn transaction_owner(transaction_id: &str) -> Option<u32> {
 }
 
 impl Peers {
-    /// Peers found through `directory`.
-    pub fn new(directory: Directory) -> Self {
-        Self { directory, channels: Mutex::new(HashMap::new()) }
+    /// Peers found through `directory`, reached over TLS with `tls`.
+    pub fn new(directory: Directory, tls: Option<ClientTls>) -> Self {
+        Self { directory, tls, channels: Mutex::new(HashMap::new()) }
     }
 
     /// `host:port` of broker `id` serving `topic`.
@@ -87,8 +89,8 @@ impl Peers {
         if let Some(c) = channels.get(address) {
             return Ok(MessagingServiceClient::new(c.clone()));
         }
-        let channel = Channel::from_shared(format!("http://{address}"))
-            .map_err(|e| BrokerError::internal(format!("peer address {address}: {e}")))?
+        let channel = weir_proto::client_tls::endpoint(address, self.tls.as_ref())
+            .map_err(|e| BrokerError::internal(format!("peer: {e}")))?
             .timeout(FORWARD_TIMEOUT)
             .connect_lazy();
         channels.insert(address.to_owned(), channel.clone());

@@ -9,10 +9,12 @@ use anyhow::{Context, Result, bail};
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
+use weir_proto::client_tls::ClientTls;
 use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use weir_proto::rocketmq::v2::receive_message_response::Content;
+use weir_proto::signature::Credentials;
 use weir_proto::weir::admin::v1::admin_client::AdminClient;
 
 /// How every connection of this run reaches the broker: set once from the command line
@@ -22,7 +24,7 @@ pub struct ConnectOptions {
     /// PEM CA the broker's certificate must chain to; set, connections use TLS.
     pub tls_ca: Option<PathBuf>,
     /// Access key and secret to sign every request with (RocketMQ ACL).
-    pub credentials: Option<(String, String)>,
+    pub credentials: Option<Credentials>,
 }
 
 static OPTIONS: OnceLock<ConnectOptions> = OnceLock::new();
@@ -47,18 +49,8 @@ impl Interceptor for Headers {
         let md = req.metadata_mut();
         md.insert("x-mq-client-id", self.client_id.clone());
         md.insert("x-mq-language", MetadataValue::from_static("WEIRCTL"));
-        if let Some((access_key, secret)) = &options().credentials {
-            use hmac::Mac;
-            let date = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-            let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("any key length");
-            mac.update(date.as_bytes());
-            let signature = hex::encode(mac.finalize().into_bytes());
-            let authorization =
-                format!("MQv2-HMAC-SHA1 Credential={access_key}, SignedHeaders=x-mq-date-time, Signature={signature}");
-            let ascii =
-                |v: String| MetadataValue::try_from(v).map_err(|_| tonic::Status::invalid_argument("non-ASCII"));
-            md.insert("x-mq-date-time", ascii(date)?);
-            md.insert("authorization", ascii(authorization)?);
+        if let Some(credentials) = &options().credentials {
+            credentials.sign(md).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         }
         Ok(req)
     }
@@ -68,14 +60,11 @@ pub type Messaging = MessagingServiceClient<InterceptedService<Channel, Headers>
 pub type Admin = AdminClient<InterceptedService<Channel, Headers>>;
 
 pub async fn connect(server: &str) -> Result<Channel> {
-    let tls = options().tls_ca.as_ref();
-    let uri = format!("{}://{server}", if tls.is_some() { "https" } else { "http" });
-    let mut endpoint =
-        Channel::from_shared(uri.clone()).with_context(|| format!("{server:?} is not a host:port address"))?;
-    if let Some(ca) = tls {
-        let pem = std::fs::read(ca).with_context(|| format!("reading the CA file {}", ca.display()))?;
-        endpoint = endpoint.tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
-    }
+    let tls = match &options().tls_ca {
+        Some(ca) => Some(ClientTls::from_files(ca, None)?),
+        None => None,
+    };
+    let endpoint = weir_proto::client_tls::endpoint(server, tls.as_ref())?;
     endpoint.connect_timeout(Duration::from_secs(3)).connect().await.map_err(|e| {
         anyhow::anyhow!(
             "cannot reach a Weir broker at {server} ({}).\nIs it running? Start one with `weir-sidecar standalone`, \

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use weir_proto::rocketmq::v2 as pb;
+use weir_proto::signature::Credentials;
 use weir_proto::weir::admin::v1 as admin;
 
 use client::{Ids, messaging};
@@ -406,7 +407,10 @@ async fn dlq(server: &str, command: DlqCommand) -> Result<()> {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    client::configure(client::ConnectOptions { tls_ca: cli.tls_ca, credentials: cli.access_key.zip(cli.secret_key) });
+    client::configure(client::ConnectOptions {
+        tls_ca: cli.tls_ca,
+        credentials: cli.access_key.zip(cli.secret_key).map(|(a, s)| Credentials::new(a, s)),
+    });
     let server = cli.server;
     let result = match cli.command {
         Command::Produce { topic, body, count, tag, keys, properties } => {
