@@ -53,6 +53,10 @@ pub struct Metrics {
     pub corrupt_records: IntCounterVec,
     /// Storage engine timings.
     pub store: StoreMetrics,
+    /// Records replayed from the commit log when this process started.
+    pub recovery_replayed: prometheus::IntGauge,
+    /// How long opening the store (recovery included) took when this process started.
+    pub recovery_seconds: prometheus::Gauge,
 }
 
 const BYTES_BUCKETS: [f64; 7] = [1024.0, 4096.0, 16384.0, 65536.0, 524288.0, 1048576.0, 4194304.0];
@@ -72,6 +76,10 @@ impl Metrics {
             registry.register(Box::new(h.clone())).expect("unique histogram");
             h
         };
+        fn registered<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+            registry.register(Box::new(collector.clone())).expect("unique metric");
+            collector
+        }
         let store = StoreMetrics::default();
         registry.register(Box::new(store.fsync_seconds.clone())).expect("unique fsync histogram");
         Self {
@@ -121,17 +129,31 @@ impl Metrics {
             ),
             commits: counter("rocketmq_commit_messages_total", "Transactional messages committed.", &["topic"]),
             rollbacks: counter("rocketmq_rollback_messages_total", "Transactional messages rolled back.", &["topic"]),
-            timer_fired: {
-                let c =
-                    prometheus::IntCounter::new("rocketmq_timer_dequeue_total", "Delayed messages delivered when due.")
-                        .expect("valid counter");
-                registry.register(Box::new(c.clone())).expect("unique counter");
-                c
-            },
+            timer_fired: registered(
+                &registry,
+                prometheus::IntCounter::new("rocketmq_timer_dequeue_total", "Delayed messages delivered when due.")
+                    .expect("valid counter"),
+            ),
             corrupt_records: counter(
                 "weir_storage_corrupt_records_total",
                 "Stored records that failed verification on read and were skipped.",
                 &["topic"],
+            ),
+            recovery_replayed: registered(
+                &registry,
+                prometheus::IntGauge::new(
+                    "weir_storage_recovery_replayed_records",
+                    "Commit-log records replayed when the broker last started (those after the last checkpoint).",
+                )
+                .expect("valid gauge"),
+            ),
+            recovery_seconds: registered(
+                &registry,
+                prometheus::Gauge::new(
+                    "weir_storage_recovery_seconds",
+                    "Time the broker took to open and recover its store when it last started.",
+                )
+                .expect("valid gauge"),
             ),
             store,
             registry,

@@ -122,6 +122,8 @@ pub async fn start(
         }),
     )
     .with_context(|| format!("opening the data directory {}", options.data_dir.display()))?;
+    metrics.recovery_replayed.set(i64::try_from(report.records_replayed).unwrap_or(i64::MAX));
+    metrics.recovery_seconds.set(opened.elapsed().as_secs_f64());
     tracing::info!(
         replayed = report.records_replayed,
         log_end = report.log_end,
@@ -225,7 +227,8 @@ pub async fn start(
         options.tls.as_ref().map(|t| t.metrics()),
         stop_rx.clone(),
     ));
-    let maintenance = tokio::spawn(maintain(broker.clone(), options.checkpoint_interval, stop_rx.clone()));
+    let replayed = report.records_replayed > 0;
+    let maintenance = tokio::spawn(maintain(broker.clone(), options.checkpoint_interval, replayed, stop_rx.clone()));
     let timer = tokio::spawn(broker.clone().run_timer());
     let transactions = tokio::spawn(broker.clone().run_transaction_checks());
 
@@ -327,9 +330,18 @@ async fn serve_https(
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Periodic work: checkpoints (bounded replay on restart), retention, forgetting silent clients.
-async fn maintain(broker: Arc<Broker>, checkpoint_every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+///
+/// After a start that had to replay records, the first tick checkpoints at once: otherwise a broker
+/// that keeps crashing sooner than `checkpoint_every` would replay more at every start.
+async fn maintain(
+    broker: Arc<Broker>,
+    checkpoint_every: Duration,
+    replayed: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut last_checkpoint = Instant::now();
+    let started = Instant::now();
+    let mut last_checkpoint = if replayed { started.checked_sub(checkpoint_every).unwrap_or(started) } else { started };
     let mut last_retention = Instant::now();
     let mut checkpointed_end = 0;
     loop {

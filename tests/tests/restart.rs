@@ -1,6 +1,7 @@
 //! Crash safety with a real process: acknowledged sends and acknowledged consumption survive
 //! `kill -9`; a torn last record (the segment cut anywhere in its last 64 KiB) is cut off without
-//! losing any complete record before it; SIGTERM stops cleanly.
+//! losing any complete record before it; SIGTERM stops cleanly; a broker that crashes again and
+//! again before its periodic checkpoint does not replay more at every start.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -92,6 +93,39 @@ async fn acknowledged_sends_and_acks_survive_kill_9() {
     // A new group sees every acknowledged send.
     let fresh = sdk::consumer(&broker.access_url(), "g2", &["durable"], Duration::from_secs(3)).await;
     assert_eq!(drain(&fresh, "durable", |_| false).await, sent);
+}
+
+/// Records the broker replayed when it started (its recovery gauge).
+fn replayed_at_start(broker: &Sidecar) -> f64 {
+    weir_tests::metric_sum(&broker.scrape().unwrap(), "weir_storage_recovery_replayed_records", &[])
+}
+
+/// After a start that replayed records the broker checkpoints at once, so a crash loop faster than
+/// `--checkpoint-interval` replays only what came after the last start, not everything since the
+/// last periodic checkpoint (a crash-looping pod would otherwise start slower every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_replayed_checkpoints_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // No periodic checkpoint during the test: only the one after recovery can bound the replay.
+    let args = ["--checkpoint-interval", "1h"];
+    let mut broker = Sidecar::start(&data, &args).unwrap();
+    let sent = send_all(&broker.access_url(), "crashy", 500).await;
+    broker.kill9();
+
+    let mut broker = Sidecar::start(&data, &args).unwrap();
+    assert!(replayed_at_start(&broker) >= 500.0, "the first restart replays the sends");
+    let checkpoint = data.join("checkpoint");
+    weir_tests::wait_for(Duration::from_secs(10), "the checkpoint after recovery", async || {
+        checkpoint.exists().then_some(())
+    })
+    .await;
+    broker.kill9();
+
+    let broker = Sidecar::start(&data, &args).unwrap();
+    assert_eq!(replayed_at_start(&broker), 0.0, "nothing was sent since the last start");
+    let fresh = sdk::consumer(&broker.access_url(), "g", &["crashy"], Duration::from_secs(3)).await;
+    assert_eq!(drain(&fresh, "crashy", |_| false).await, sent, "and nothing was lost");
 }
 
 fn last_segment(data: &Path) -> PathBuf {
