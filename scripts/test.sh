@@ -28,6 +28,14 @@ if ! .venv/bin/python -c "$python_modules" >/dev/null 2>&1; then
 fi
 .venv/bin/python -c "$python_modules; print('rocketmq-python-client, helm-python-sdk, kubernetes-validate ready')"
 
+step "nats-server for the benchmark harness test (JetStream side by side)"
+if ! command -v nats-server >/dev/null 2>&1; then
+  apt_install nats-server
+  # The package may start a system service; the tests start their own servers.
+  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl stop nats-server >/dev/null 2>&1 || true; fi
+fi
+nats-server --version
+
 step "strace for the fault-injection tests"
 command -v strace >/dev/null 2>&1 || apt_install strace
 strace -V | head -1

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::error::BrokerError;
@@ -274,6 +274,9 @@ pub struct Catalog {
     meta_dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     groups: RwLock<HashMap<String, Arc<GroupConfig>>>,
+    /// Held while a topic is created on first use: concurrent first sends to a new topic must
+    /// not write its definition file at the same time.
+    creating: Mutex<()>,
 }
 
 /// Checks a topic name against RocketMQ's rules.
@@ -305,8 +308,14 @@ impl Catalog {
         let meta_dir = data_dir.join("meta").join("topics");
         std::fs::create_dir_all(&meta_dir)
             .map_err(|e| BrokerError::internal(format!("create {}: {e}", meta_dir.display())))?;
-        let catalog =
-            Self { options, store, meta_dir, topics: RwLock::new(HashMap::new()), groups: RwLock::new(HashMap::new()) };
+        let catalog = Self {
+            options,
+            store,
+            meta_dir,
+            topics: RwLock::new(HashMap::new()),
+            groups: RwLock::new(HashMap::new()),
+            creating: Mutex::new(()),
+        };
         let entries = std::fs::read_dir(&catalog.meta_dir)
             .map_err(|e| BrokerError::internal(format!("list {}: {e}", catalog.meta_dir.display())))?;
         for entry in entries.flatten() {
@@ -366,9 +375,7 @@ impl Catalog {
         // An auto-created topic takes every message type, like RocketMQ's mixed topics.
         let all = vec![MessageType::Normal, MessageType::Fifo, MessageType::Delay, MessageType::Transaction];
         let config = TopicConfig::new(name, self.options.default_partitions, all, self.options.default_durability);
-        self.persist(&config)?;
-        tracing::info!(topic = name, partitions = config.partitions, "topic auto-created");
-        self.put_topic(config)
+        self.create_persisted(config)
     }
 
     /// The dead-letter topic of a group (`%DLQ%<group>`, one partition), created on first use
@@ -378,8 +385,17 @@ impl Catalog {
         if let Some(t) = self.existing_topic(&name) {
             return Ok(t);
         }
-        let config = TopicConfig::new(name, 1, vec![MessageType::Normal], Durability::Sync);
+        self.create_persisted(TopicConfig::new(name, 1, vec![MessageType::Normal], Durability::Sync))
+    }
+
+    /// Creates a topic remembered across restarts, once: whoever comes second gets the first's.
+    fn create_persisted(&self, config: TopicConfig) -> Result<Arc<Topic>, BrokerError> {
+        let _creating = self.creating.lock();
+        if let Some(t) = self.existing_topic(&config.name) {
+            return Ok(t);
+        }
         self.persist(&config)?;
+        tracing::info!(topic = %config.name, partitions = config.partitions, "topic created on first use");
         self.put_topic(config)
     }
 

@@ -1,0 +1,82 @@
+//! The NATS JetStream driver, matched to the Weir one: a file-storage stream (one subject per
+//! "partition", published round-robin), publishes with a window of unacknowledged acks, a durable
+//! pull consumer with explicit acks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+
+use crate::workload::{self, Latency, Settings};
+
+const STREAM: &str = "BENCH";
+const CONSUMER: &str = "bench";
+
+/// A JetStream context on a fresh connection.
+pub async fn connect(address: &str) -> Result<jetstream::Context> {
+    let client = async_nats::connect(address).await.with_context(|| format!("connecting to NATS at {address}"))?;
+    Ok(jetstream::new(client))
+}
+
+/// Creates the stream (idempotent).
+pub async fn create_stream(js: &jetstream::Context) -> Result<stream::Stream> {
+    let config = stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["bench.>".into()],
+        storage: stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.context("creating the JetStream stream")
+}
+
+/// One producer: `settings.units_per_producer()` sends of `settings.batch` messages (each
+/// publish, then every ack of the batch awaited).
+pub async fn produce(js: jetstream::Context, producer: usize, settings: &Settings) -> Result<Latency> {
+    let partitions = u64::from(settings.partitions.max(1));
+    workload::publish(settings, |k| {
+        let js = js.clone();
+        let subject = format!("bench.{}", (k + producer as u64) % partitions);
+        async move {
+            let mut acks = Vec::with_capacity(settings.batch);
+            for _ in 0..settings.batch {
+                acks.push(js.publish(subject.clone(), workload::stamped(settings.size)).await?);
+            }
+            for ack in acks {
+                ack.await?;
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// One consumer on the durable pull consumer: acks every message until `remaining` reaches zero.
+pub async fn consume(js: jetstream::Context, settings: &Settings, remaining: Arc<AtomicU64>) -> Result<Latency> {
+    let stream = create_stream(&js).await?;
+    let config = consumer::pull::Config {
+        durable_name: Some(CONSUMER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        max_ack_pending: 1_000_000,
+        ..Default::default()
+    };
+    let consumer = stream.get_or_create_consumer(CONSUMER, config).await.context("creating the pull consumer")?;
+    let mut messages =
+        consumer.stream().max_messages_per_batch(settings.receive_batch).messages().await.context("pulling")?;
+    let mut latency = Latency::default();
+    while remaining.load(Ordering::Relaxed) > 0 {
+        let Ok(next) = tokio::time::timeout(std::time::Duration::from_secs(1), messages.next()).await else {
+            continue;
+        };
+        let Some(message) = next else { break };
+        let message = message.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+        if let Some(age) = workload::age(&message.payload) {
+            latency.record(age, 1);
+        }
+        message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(1)));
+    }
+    Ok(latency)
+}

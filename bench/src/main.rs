@@ -1,0 +1,182 @@
+//! `weir-bench`: drives Weir and NATS JetStream with the same workload and reports msgs/s, MB/s,
+//! send-to-acknowledgement and end-to-end latency percentiles, and the server's CPU and peak RSS.
+//! Each run starts the server itself on a scratch directory, so runs are independent.
+//!
+//! ```sh
+//! weir-bench run --system weir --scenario publish --count 200000 --size 1024 --window 256
+//! weir-bench run --system jetstream --scenario pubsub --json
+//! ```
+
+mod jetstream;
+mod system;
+mod weir;
+mod workload;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::task::JoinSet;
+
+use system::{Binaries, Server, System};
+use workload::{Latency, Scenario, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir-bench", version, about = "Benchmark Weir and NATS JetStream with the same workload")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One run of one scenario against one system; prints a line (or JSON) of figures.
+    Run {
+        /// The system under test.
+        #[arg(long, value_enum)]
+        system: System,
+        /// What the run does.
+        #[arg(long, value_enum, default_value_t = Scenario::Publish)]
+        scenario: Scenario,
+        #[command(flatten)]
+        settings: Settings,
+        #[command(flatten)]
+        binaries: Binaries,
+        /// Print one JSON object instead of a line of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a run measured.
+struct Outcome {
+    publish_seconds: f64,
+    consume_seconds: Option<f64>,
+    send: Latency,
+    end_to_end: Latency,
+}
+
+async fn produce_all(system: System, server: &Server, settings: &Settings) -> Result<Latency> {
+    let mut producers = JoinSet::new();
+    for p in 0..settings.producers {
+        let (address, settings) = (server.address.clone(), settings.clone());
+        producers.spawn(async move {
+            match system {
+                System::Weir => weir::produce(weir::connect(&address).await?, p, &settings).await,
+                System::Jetstream => {
+                    let js = jetstream::connect(&address).await?;
+                    jetstream::produce(js, p, &settings).await
+                }
+            }
+        });
+    }
+    join_latencies(producers).await
+}
+
+fn spawn_consumers(system: System, server: &Server, settings: &Settings, expected: u64) -> JoinSet<Result<Latency>> {
+    let remaining = Arc::new(AtomicU64::new(expected));
+    let mut consumers = JoinSet::new();
+    for c in 0..settings.consumers {
+        let (address, settings, remaining) = (server.address.clone(), settings.clone(), remaining.clone());
+        consumers.spawn(async move {
+            match system {
+                System::Weir => weir::consume(weir::connect(&address).await?, c, &settings, remaining).await,
+                System::Jetstream => {
+                    jetstream::consume(jetstream::connect(&address).await?, &settings, remaining).await
+                }
+            }
+        });
+    }
+    consumers
+}
+
+async fn join_latencies(mut tasks: JoinSet<Result<Latency>>) -> Result<Latency> {
+    let mut all = Latency::default();
+    while let Some(done) = tasks.join_next().await {
+        all.merge(&done.context("a client task panicked")??);
+    }
+    Ok(all)
+}
+
+async fn run(system: System, scenario: Scenario, settings: &Settings, server: &Server) -> Result<Outcome> {
+    if system == System::Jetstream {
+        jetstream::create_stream(&jetstream::connect(&server.address).await?).await?;
+    }
+    let expected = settings.published();
+    let started = Instant::now();
+    let outcome = match scenario {
+        Scenario::Publish => {
+            let send = produce_all(system, server, settings).await?;
+            Outcome {
+                publish_seconds: started.elapsed().as_secs_f64(),
+                consume_seconds: None,
+                send,
+                end_to_end: Latency::default(),
+            }
+        }
+        Scenario::Pubsub => {
+            let consumers = spawn_consumers(system, server, settings, expected);
+            let send = produce_all(system, server, settings).await?;
+            let publish_seconds = started.elapsed().as_secs_f64();
+            let end_to_end = join_latencies(consumers).await?;
+            Outcome { publish_seconds, consume_seconds: Some(started.elapsed().as_secs_f64()), send, end_to_end }
+        }
+        Scenario::Drain => {
+            let send = produce_all(system, server, settings).await?;
+            let publish_seconds = started.elapsed().as_secs_f64();
+            let draining = Instant::now();
+            let end_to_end = join_latencies(spawn_consumers(system, server, settings, expected)).await?;
+            Outcome { publish_seconds, consume_seconds: Some(draining.elapsed().as_secs_f64()), send, end_to_end }
+        }
+    };
+    Ok(outcome)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let Command::Run { system, scenario, settings, binaries, json } = Cli::parse().command;
+    let server = Server::start(system, &settings, &binaries).await?;
+    let before = server.usage()?;
+    let started = Instant::now();
+    let outcome = run(system, scenario, &settings, &server).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let after = server.usage()?;
+
+    let messages = settings.published() as f64;
+    let mib = messages * settings.size as f64 / (1024.0 * 1024.0);
+    let publish_rate = messages / outcome.publish_seconds;
+    let consume_rate = outcome.consume_seconds.map(|s| messages / s);
+    let cpu_cores = (after.cpu_seconds - before.cpu_seconds) / wall;
+    let report = serde_json::json!({
+        "system": format!("{system:?}").to_lowercase(),
+        "scenario": format!("{scenario:?}").to_lowercase(),
+        "messages": messages, "size": settings.size, "window": settings.window, "batch": settings.batch,
+        "producers": settings.producers, "consumers": settings.consumers, "partitions": settings.partitions,
+        "durability": format!("{:?}", settings.durability).to_lowercase(), "rate": settings.rate,
+        "publish_msgs_per_s": publish_rate, "publish_mib_per_s": mib / outcome.publish_seconds,
+        "consume_msgs_per_s": consume_rate,
+        "send_ack": outcome.send.json(), "end_to_end": outcome.end_to_end.json(),
+        "server_cpu_cores": cpu_cores, "server_peak_rss_mib": after.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+    });
+    if json {
+        println!("{report}");
+    } else {
+        let ms = |l: &Latency, q| l.ms(q).map_or("-".to_owned(), |v| format!("{v:.2}"));
+        println!(
+            "{system:?} {scenario:?}: publish {publish_rate:.0} msgs/s ({:.1} MiB/s), consume {}, send-ack p50/p99/p99.9 {}/{}/{} ms, \
+             end-to-end p50/p99/p99.9 {}/{}/{} ms, server {cpu_cores:.2} cores, peak RSS {:.0} MiB",
+            mib / outcome.publish_seconds,
+            consume_rate.map_or("-".to_owned(), |r| format!("{r:.0} msgs/s")),
+            ms(&outcome.send, 0.5),
+            ms(&outcome.send, 0.99),
+            ms(&outcome.send, 0.999),
+            ms(&outcome.end_to_end, 0.5),
+            ms(&outcome.end_to_end, 0.99),
+            ms(&outcome.end_to_end, 0.999),
+            after.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Starting the system under test on a scratch directory and reading what it used from `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::workload::{Durability, Settings};
+
+/// Which system a run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    /// `weir-sidecar standalone`.
+    Weir,
+    /// `nats-server` with JetStream, file storage.
+    Jetstream,
+}
+
+/// Where the servers' binaries are.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Binaries {
+    /// The weir-sidecar binary (default: next to weir-bench).
+    #[arg(long)]
+    pub weir_sidecar: Option<PathBuf>,
+    /// The nats-server binary.
+    #[arg(long, default_value = "nats-server")]
+    pub nats_server: PathBuf,
+}
+
+/// A running server, stopped (SIGKILL) and its directory removed when dropped.
+pub struct Server {
+    child: Child,
+    /// `host:port` clients connect to.
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+/// CPU time and peak memory of a process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// User plus system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Peak resident set (VmHWM).
+    pub peak_rss_bytes: u64,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn weir_sidecar(binaries: &Binaries) -> Result<PathBuf> {
+    if let Some(path) = &binaries.weir_sidecar {
+        return Ok(path.clone());
+    }
+    let exe = std::env::current_exe()?;
+    Ok(exe.parent().context("weir-bench has no directory")?.join("weir-sidecar"))
+}
+
+impl Server {
+    /// Starts `system` for `settings` (partitions and durability are server settings for Weir).
+    pub async fn start(system: System, settings: &Settings, binaries: &Binaries) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("weir-bench-").tempdir()?;
+        let port = free_port()?;
+        let address = format!("127.0.0.1:{port}");
+        let mut command = match system {
+            System::Weir => {
+                let mut c = Command::new(weir_sidecar(binaries)?);
+                let durability = match settings.durability {
+                    Durability::Async => "async",
+                    Durability::Sync => "sync",
+                };
+                c.arg("standalone")
+                    .arg("--data-dir")
+                    .arg(dir.path().join("data"))
+                    .args(["--listen", &address, "--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
+                    .args(["--default-partitions", &settings.partitions.to_string()])
+                    .args(["--default-durability", durability]);
+                c
+            }
+            System::Jetstream => {
+                let config = dir.path().join("nats.conf");
+                let sync = match settings.durability {
+                    Durability::Async => "",
+                    // nats-server 2.10+; 2.9 refuses the field, which stops the run with its message.
+                    Durability::Sync => "\n  sync_interval: always",
+                };
+                let store = dir.path().join("js");
+                std::fs::write(
+                    &config,
+                    format!("listen: {address}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n", store.display()),
+                )?;
+                let mut c = Command::new(&binaries.nats_server);
+                c.arg("-c").arg(&config);
+                c
+            }
+        };
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {system:?} ({:?})", command.get_program()))?;
+        let mut server = Self { child, address, _dir: dir };
+        server.wait_ready(system).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self, system: System) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                bail!("{system:?} exited at start ({status}):\n{log}");
+            }
+            let ready = match system {
+                System::Weir => crate::weir::connect(&self.address).await.is_ok(),
+                System::Jetstream => tokio::net::TcpStream::connect(&self.address).await.is_ok(),
+            };
+            if ready {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{system:?} did not listen on {} within 30 s", self.address);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self._dir.path().join("server.log")
+    }
+
+    /// CPU used so far and peak memory.
+    pub fn usage(&self) -> Result<Usage> {
+        usage_of(&Path::new("/proc").join(self.child.id().to_string()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `stat` (utime, stime in clock ticks of 1/100 s) and `status` (VmHWM) of a process.
+fn usage_of(proc_dir: &Path) -> Result<Usage> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3, "state".
+    let fields: Vec<&str> = stat.rsplit_once(')').context("malformed stat")?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let status = std::fs::read_to_string(proc_dir.join("status"))?;
+    let peak_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Ok(Usage { cpu_seconds: ticks as f64 / 100.0, peak_rss_bytes: peak_kib * 1024 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let usage = usage_of(Path::new("/proc/self")).unwrap();
+        assert!(usage.peak_rss_bytes > 0);
+        assert!(usage.cpu_seconds >= 0.0);
+    }
+}

@@ -1,0 +1,169 @@
+//! What a run does and what it measures, shared by the drivers of every system: the settings,
+//! timestamped payloads (the first 8 bytes carry the send time, so consumers measure end-to-end
+//! latency), the closed- or open-loop publisher and the latency histograms.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+
+/// When a send is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// After the write reached the page cache (synced on a timer).
+    Async,
+    /// After fdatasync (group commit).
+    Sync,
+}
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Producers only.
+    Publish,
+    /// Consumers tailing while producers publish.
+    Pubsub,
+    /// Publish a backlog, then consume all of it.
+    Drain,
+}
+
+/// The knobs of a run, the same for every system.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// Messages to publish (in total, over all producers).
+    #[arg(long, default_value_t = 200_000)]
+    pub count: u64,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1024)]
+    pub size: usize,
+    /// Unacknowledged sends (each of `batch` messages) per producer.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Messages per send request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Producer connections.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumer connections (pubsub and drain).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Messages fetched per receive.
+    #[arg(long, default_value_t = 64)]
+    pub receive_batch: usize,
+    /// Publish at this fixed rate (msgs/s, open loop: latency counts from the intended send
+    /// time); unset: as fast as acknowledgements allow.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Partitions of the topic (Weir) or subjects of the stream (JetStream).
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// When sends are acknowledged.
+    #[arg(long, value_enum, default_value_t = Durability::Async)]
+    pub durability: Durability,
+}
+
+impl Settings {
+    /// Send requests each producer makes.
+    pub fn units_per_producer(&self) -> u64 {
+        self.count / (self.producers as u64 * self.batch as u64).max(1)
+    }
+
+    /// Messages actually published (count rounded down to whole requests).
+    pub fn published(&self) -> u64 {
+        self.units_per_producer() * self.producers as u64 * self.batch as u64
+    }
+}
+
+/// Nanoseconds since the epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// A payload of `size` bytes (at least 8) whose first 8 bytes are the current time.
+pub fn stamped(size: usize) -> Bytes {
+    let mut body = BytesMut::zeroed(size.max(8));
+    body[..8].copy_from_slice(&now_ns().to_le_bytes());
+    body.freeze()
+}
+
+/// Time since a payload was stamped.
+pub fn age(body: &[u8]) -> Option<Duration> {
+    let sent = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
+    Some(Duration::from_nanos(now_ns().saturating_sub(sent)))
+}
+
+/// Latencies in microseconds, up to an hour.
+pub struct Latency(Histogram<u64>);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
+    }
+}
+
+impl Latency {
+    /// Records `n` messages that took `d`.
+    pub fn record(&mut self, d: Duration, n: u64) {
+        let _ = self.0.record_n(d.as_micros().clamp(1, 3_600_000_000) as u64, n);
+    }
+
+    /// Adds another histogram.
+    pub fn merge(&mut self, other: &Latency) {
+        let _ = self.0.add(&other.0);
+    }
+
+    /// Milliseconds at quantile `q`, or None without samples.
+    pub fn ms(&self, q: f64) -> Option<f64> {
+        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+    }
+
+    /// p50, p99, p99.9 and max, as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({"p50_ms": self.ms(0.5), "p99_ms": self.ms(0.99), "p999_ms": self.ms(0.999), "max_ms": self.ms(1.0)})
+    }
+}
+
+/// Runs `units` sends of `batch` messages each, at most `window` unacknowledged, as fast as
+/// acknowledgements allow or at `rate` msgs/s; returns the send-to-acknowledgement latencies.
+/// `send(k)` performs send number `k` and completes when it is acknowledged.
+pub async fn publish<F, Fut>(settings: &Settings, send: F) -> Result<Latency>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let batch = settings.batch as u64;
+    let per_unit =
+        settings.rate.map(|rate| Duration::from_secs_f64(batch as f64 / (rate as f64 / settings.producers as f64)));
+    let start = Instant::now();
+    let mut latency = Latency::default();
+    let mut inflight = FuturesUnordered::new();
+    for k in 0..settings.units_per_producer() {
+        while inflight.len() >= settings.window {
+            let (began, result): (Instant, Result<()>) = inflight.next().await.expect("in flight");
+            result?;
+            latency.record(began.elapsed(), batch);
+        }
+        // Open loop: latency counts from when the send should have started, so a stalled
+        // system is not excused by the sends it kept from being made (coordinated omission).
+        let began = match per_unit {
+            Some(step) => {
+                let due = start + step.mul_f64(k as f64);
+                tokio::time::sleep_until(due.into()).await;
+                due
+            }
+            None => Instant::now(),
+        };
+        let sent = send(k);
+        inflight.push(async move { (began, sent.await) });
+    }
+    while let Some((began, result)) = inflight.next().await {
+        result?;
+        latency.record(began.elapsed(), batch);
+    }
+    Ok(latency)
+}
