@@ -100,6 +100,17 @@ async fn cluster(ns: &str) -> Cluster {
     Cluster { api, kubelet, _dir: dir }
 }
 
+/// Waits until the operator reports `topic` Ready/Serving with partitions on `pods` pods.
+async fn serving(topics: &Api<Topic>, topic: &str, pods: usize) -> weir_crds::TopicStatus {
+    wait_for(Duration::from_secs(90), &format!("{topic} Ready/Serving on {pods} pods"), async || {
+        let status = topics.get(topic).await.ok()?.status?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        let holders = status.assignment.iter().filter(|a| !a.partitions.is_empty()).count();
+        (ready.status == "True" && ready.reason == "Serving" && holders == pods).then_some(status)
+    })
+    .await
+}
+
 /// The operator's real controllers, running in this process against the fake API server.
 struct Operator {
     stop: tokio::sync::oneshot::Sender<()>,
@@ -260,16 +271,7 @@ async fn the_operator_runs_a_topic_on_three_pods_and_scales_it_down_after_draini
     create_topic(&client, &ns, "orders", "{partitions: 6, brokers: {replicas: 3}}").await;
     create_group(&client, &ns, "billing", "orders").await;
     let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
-    let serving = async |pods: usize| {
-        let topics = topics.clone();
-        wait_for(Duration::from_secs(90), &format!("orders Ready/Serving on {pods} pods"), async move || {
-            let status = topics.get("orders").await.ok()?.status?;
-            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
-            let holders = status.assignment.iter().filter(|a| !a.partitions.is_empty()).count();
-            (ready.status == "True" && ready.reason == "Serving" && holders == pods).then_some(status)
-        })
-        .await
-    };
+    let serving = async |pods: usize| serving(&topics, "orders", pods).await;
     let status = serving(3).await;
     assert_eq!(status.assignment.len(), 3, "{:?}", status.assignment);
 
@@ -396,14 +398,7 @@ async fn brokers_serve_mutual_tls_and_access_control_from_secrets() {
     let operator = Operator::start(&client, &ns, config, Some(operator_tls), Some(operator_credentials));
     create_topic(&client, &ns, "orders", "{partitions: 4, messageType: FIFO, brokers: {replicas: 2}}").await;
     create_group(&client, &ns, "billing", "orders").await;
-    let topics: Api<Topic> = Api::namespaced(client.clone(), &ns);
-    wait_for(Duration::from_secs(90), "orders Ready/Serving on 2 pods", async || {
-        let status = topics.get("orders").await.ok()?.status?;
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
-        let holders = status.assignment.iter().filter(|a| !a.partitions.is_empty()).count();
-        (ready.status == "True" && ready.reason == "Serving" && holders == 2).then_some(())
-    })
-    .await;
+    serving(&Api::namespaced(client.clone(), &ns), "orders", 2).await;
     let set = Api::<StatefulSet>::namespaced(client.clone(), &ns).get("orders-broker").await.unwrap();
     let args = set.spec.template.spec.unwrap().containers[0].args.clone().unwrap();
     let has = |flag: &str| args.iter().any(|a| a == flag);
