@@ -5,16 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+. scripts/lib.sh
 
 step "toolchain"
 cargo --version
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy
 fi
-
-sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
-apt_install() { $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq --no-install-recommends "$@"; }
 
 step "Python packages for the integration and chart tests (.venv)"
 python_modules="import rocketmq, helm_python, kubernetes_validate"
@@ -29,12 +26,7 @@ fi
 .venv/bin/python -c "$python_modules; print('rocketmq-python-client, helm-python-sdk, kubernetes-validate ready')"
 
 step "nats-server for the benchmark harness test (JetStream side by side)"
-if ! command -v nats-server >/dev/null 2>&1; then
-  apt_install nats-server
-  # The package may start a system service; the tests start their own servers.
-  if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl stop nats-server >/dev/null 2>&1 || true; fi
-fi
-nats-server --version
+ensure_nats_server
 
 step "strace for the fault-injection tests"
 command -v strace >/dev/null 2>&1 || apt_install strace

@@ -53,16 +53,23 @@ pub async fn produce(js: jetstream::Context, producer: usize, settings: &Setting
     .await
 }
 
-/// One consumer on the durable pull consumer: acks every message until `remaining` reaches zero.
-pub async fn consume(js: jetstream::Context, settings: &Settings, remaining: Arc<AtomicU64>) -> Result<Latency> {
+/// One consumer on a durable pull consumer (shared by all, or its own under fan-out): acks every
+/// message until `remaining` reaches zero.
+pub async fn consume(
+    js: jetstream::Context,
+    consumer: usize,
+    settings: &Settings,
+    remaining: Arc<AtomicU64>,
+) -> Result<Latency> {
     let stream = create_stream(&js).await?;
+    let name = if settings.fan_out { format!("{CONSUMER}-{consumer}") } else { CONSUMER.to_owned() };
     let config = consumer::pull::Config {
-        durable_name: Some(CONSUMER.into()),
+        durable_name: Some(name.clone()),
         ack_policy: consumer::AckPolicy::Explicit,
         max_ack_pending: 1_000_000,
         ..Default::default()
     };
-    let consumer = stream.get_or_create_consumer(CONSUMER, config).await.context("creating the pull consumer")?;
+    let consumer = stream.get_or_create_consumer(&name, config).await.context("creating the pull consumer")?;
     let mut messages =
         consumer.stream().max_messages_per_batch(settings.receive_batch).messages().await.context("pulling")?;
     let mut latency = Latency::default();

@@ -5,8 +5,11 @@
 //! ```sh
 //! weir-bench run --system weir --scenario publish --count 200000 --size 1024 --window 256
 //! weir-bench run --system jetstream --scenario pubsub --json
+//! weir-bench compare --repetitions 3   # the whole suite, both systems, one table
 //! ```
 
+mod compare;
+mod disk;
 mod jetstream;
 mod system;
 mod weir;
@@ -48,6 +51,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every case of the suite on both systems, interleaved and repeated; prints a Markdown table
+    /// of medians with the Weir/JetStream ratio and the disk's sequential write limit.
+    Compare(compare::CompareArgs),
 }
 
 /// What a run measured.
@@ -75,16 +81,19 @@ async fn produce_all(system: System, server: &Server, settings: &Settings) -> Re
     join_latencies(producers).await
 }
 
+/// Starts the consumers. They draw from one shared count of `expected` messages, or under fan-out
+/// each must receive all of them.
 fn spawn_consumers(system: System, server: &Server, settings: &Settings, expected: u64) -> JoinSet<Result<Latency>> {
-    let remaining = Arc::new(AtomicU64::new(expected));
+    let shared = Arc::new(AtomicU64::new(expected));
     let mut consumers = JoinSet::new();
     for c in 0..settings.consumers {
-        let (address, settings, remaining) = (server.address.clone(), settings.clone(), remaining.clone());
+        let remaining = if settings.fan_out { Arc::new(AtomicU64::new(expected)) } else { shared.clone() };
+        let (address, settings) = (server.address.clone(), settings.clone());
         consumers.spawn(async move {
             match system {
                 System::Weir => weir::consume(weir::connect(&address).await?, c, &settings, remaining).await,
                 System::Jetstream => {
-                    jetstream::consume(jetstream::connect(&address).await?, &settings, remaining).await
+                    jetstream::consume(jetstream::connect(&address).await?, c, &settings, remaining).await
                 }
             }
         });
@@ -123,9 +132,12 @@ async fn run(system: System, scenario: Scenario, settings: &Settings, server: &S
             let end_to_end = join_latencies(consumers).await?;
             Outcome { publish_seconds, consume_seconds: Some(started.elapsed().as_secs_f64()), send, end_to_end }
         }
-        Scenario::Drain => {
+        Scenario::Drain | Scenario::DrainCold => {
             let send = produce_all(system, server, settings).await?;
             let publish_seconds = started.elapsed().as_secs_f64();
+            if scenario == Scenario::DrainCold {
+                server.evict_page_cache()?;
+            }
             let draining = Instant::now();
             let end_to_end = join_latencies(spawn_consumers(system, server, settings, expected)).await?;
             Outcome { publish_seconds, consume_seconds: Some(draining.elapsed().as_secs_f64()), send, end_to_end }
@@ -136,29 +148,37 @@ async fn run(system: System, scenario: Scenario, settings: &Settings, server: &S
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let Command::Run { system, scenario, settings, binaries, json } = Cli::parse().command;
+    let (system, scenario, settings, binaries, json) = match Cli::parse().command {
+        Command::Run { system, scenario, settings, binaries, json } => (system, scenario, settings, binaries, json),
+        Command::Compare(args) => return compare::compare(args).await,
+    };
     let server = Server::start(system, &settings, &binaries).await?;
-    let before = server.usage()?;
+    let (before, client_before) = (server.usage()?, system::own_usage()?);
     let started = Instant::now();
-    let outcome = run(system, scenario, &settings, &server).await?;
+    let limit = std::time::Duration::from_secs(settings.max_seconds);
+    let outcome = tokio::time::timeout(limit, run(system, scenario, &settings, &server))
+        .await
+        .with_context(|| format!("the run did not finish within {} s (--max-seconds)", settings.max_seconds))??;
     let wall = started.elapsed().as_secs_f64();
-    let after = server.usage()?;
+    let (after, client_after) = (server.usage()?, system::own_usage()?);
 
     let messages = settings.published() as f64;
     let mib = messages * settings.size as f64 / (1024.0 * 1024.0);
     let publish_rate = messages / outcome.publish_seconds;
-    let consume_rate = outcome.consume_seconds.map(|s| messages / s);
+    let consume_rate = outcome.consume_seconds.map(|s| settings.deliveries() as f64 / s);
     let cpu_cores = (after.cpu_seconds - before.cpu_seconds) / wall;
+    let client_cores = (client_after.cpu_seconds - client_before.cpu_seconds) / wall;
     let report = serde_json::json!({
         "system": format!("{system:?}").to_lowercase(),
         "scenario": format!("{scenario:?}").to_lowercase(),
         "messages": messages, "size": settings.size, "window": settings.window, "batch": settings.batch,
         "producers": settings.producers, "consumers": settings.consumers, "partitions": settings.partitions,
         "durability": format!("{:?}", settings.durability).to_lowercase(), "rate": settings.rate,
+        "fan_out": settings.fan_out,
         "publish_msgs_per_s": publish_rate, "publish_mib_per_s": mib / outcome.publish_seconds,
-        "consume_msgs_per_s": consume_rate,
+        "consume_msgs_per_s": consume_rate, "delivered": consume_rate.map(|_| settings.deliveries()),
         "send_ack": outcome.send.json(), "end_to_end": outcome.end_to_end.json(),
-        "server_cpu_cores": cpu_cores, "server_peak_rss_mib": after.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+        "server_cpu_cores": cpu_cores, "client_cpu_cores": client_cores, "server_peak_rss_mib": after.peak_rss_bytes as f64 / (1024.0 * 1024.0),
     });
     if json {
         println!("{report}");
@@ -166,7 +186,8 @@ async fn main() -> Result<()> {
         let ms = |l: &Latency, q| l.ms(q).map_or("-".to_owned(), |v| format!("{v:.2}"));
         println!(
             "{system:?} {scenario:?}: publish {publish_rate:.0} msgs/s ({:.1} MiB/s), consume {}, send-ack p50/p99/p99.9 {}/{}/{} ms, \
-             end-to-end p50/p99/p99.9 {}/{}/{} ms, server {cpu_cores:.2} cores, peak RSS {:.0} MiB",
+             end-to-end p50/p99/p99.9 {}/{}/{} ms, server {cpu_cores:.2} cores, peak RSS {:.0} MiB, \
+             client {client_cores:.2} cores",
             mib / outcome.publish_seconds,
             consume_rate.map_or("-".to_owned(), |r| format!("{r:.0} msgs/s")),
             ms(&outcome.send, 0.5),

@@ -26,6 +26,24 @@ pub struct Binaries {
     /// The nats-server binary.
     #[arg(long, default_value = "nats-server")]
     pub nats_server: PathBuf,
+    /// Where the servers keep their data (default: the system's temporary directory). Put it on
+    /// the disk under test; a tmpfs measures memory, not the disk.
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+}
+
+impl Binaries {
+    /// The same choices as command-line arguments, for a child `weir-bench run`.
+    pub fn as_args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = vec!["--nats-server".into(), self.nats_server.clone().into_os_string()];
+        if let Some(path) = &self.weir_sidecar {
+            args.extend(["--weir-sidecar".into(), path.clone().into_os_string()]);
+        }
+        if let Some(path) = &self.scratch {
+            args.extend(["--scratch".into(), path.clone().into_os_string()]);
+        }
+        args
+    }
 }
 
 /// A running server, stopped (SIGKILL) and its directory removed when dropped.
@@ -60,22 +78,22 @@ fn weir_sidecar(binaries: &Binaries) -> Result<PathBuf> {
 impl Server {
     /// Starts `system` for `settings` (partitions and durability are server settings for Weir).
     pub async fn start(system: System, settings: &Settings, binaries: &Binaries) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("weir-bench-").tempdir()?;
+        let scratch = binaries.scratch.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+        let dir = tempfile::Builder::new().prefix("weir-bench-").tempdir_in(&scratch)?;
         let port = free_port()?;
         let address = format!("127.0.0.1:{port}");
         let mut command = match system {
             System::Weir => {
                 let mut c = Command::new(weir_sidecar(binaries)?);
-                let durability = match settings.durability {
-                    Durability::Async => "async",
-                    Durability::Sync => "sync",
-                };
+                let manifest = dir.path().join("bench.yaml");
+                std::fs::write(&manifest, weir_manifest(settings))?;
                 c.arg("standalone")
                     .arg("--data-dir")
                     .arg(dir.path().join("data"))
                     .args(["--listen", &address, "--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
-                    .args(["--default-partitions", &settings.partitions.to_string()])
-                    .args(["--default-durability", durability]);
+                    .arg("--file")
+                    .arg(&manifest);
                 c
             }
             System::Jetstream => {
@@ -132,6 +150,13 @@ impl Server {
         self._dir.path().join("server.log")
     }
 
+    /// Writes back and drops from the page cache every file of the server's data, so what is read
+    /// next comes from the disk. Needs no privileges (unlike `drop_caches`): dirty pages are
+    /// synced first, then `POSIX_FADV_DONTNEED` drops the clean ones.
+    pub fn evict_page_cache(&self) -> Result<()> {
+        evict_tree(self._dir.path())
+    }
+
     /// CPU used so far and peak memory.
     pub fn usage(&self) -> Result<Usage> {
         usage_of(&Path::new("/proc").join(self.child.id().to_string()))
@@ -143,6 +168,46 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The topic and group of a Weir run as `weir-sidecar standalone --file` takes them.
+fn weir_manifest(settings: &Settings) -> String {
+    let durability = match settings.durability {
+        Durability::Async => "Async",
+        Durability::Sync => "Sync",
+    };
+    let mode = if settings.fan_out { "Broadcasting" } else { "Clustering" };
+    format!(
+        "apiVersion: weir.dev/v1alpha1\nkind: Topic\nmetadata: {{name: {topic}}}\n\
+         spec: {{partitions: {partitions}, durability: {durability}}}\n---\n\
+         apiVersion: weir.dev/v1alpha1\nkind: ConsumerGroup\nmetadata: {{name: {group}}}\n\
+         spec:\n  subscriptions: [{{topicRef: {{name: {topic}}}}}]\n  consumptionMode: {mode}\n\
+         \x20 startFrom: {{position: Earliest}}\n",
+        topic = crate::weir::TOPIC,
+        group = crate::weir::GROUP,
+        partitions = settings.partitions,
+    )
+}
+
+fn evict_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            evict_tree(&entry.path())?;
+        } else if kind.is_file() {
+            let file = std::fs::File::open(entry.path())?;
+            file.sync_data().with_context(|| format!("syncing {}", entry.path().display()))?;
+            rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)
+                .with_context(|| format!("evicting {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// CPU used so far by this process (the load generator).
+pub fn own_usage() -> Result<Usage> {
+    usage_of(Path::new("/proc/self"))
 }
 
 /// Reads `stat` (utime, stime in clock ticks of 1/100 s) and `status` (VmHWM) of a process.

@@ -12,8 +12,10 @@ use weir_proto::rocketmq::v2::receive_message_response::Content;
 
 use crate::workload::{self, Latency, Settings};
 
-const TOPIC: &str = "bench";
-const GROUP: &str = "bench";
+/// The topic every run publishes to.
+pub const TOPIC: &str = "bench";
+/// The consumer group every run consumes with.
+pub const GROUP: &str = "bench";
 
 fn resource(name: &str) -> Option<pb::Resource> {
     Some(pb::Resource { resource_namespace: String::new(), name: name.to_owned() })

@@ -27,8 +27,10 @@ pub enum Scenario {
     Publish,
     /// Consumers tailing while producers publish.
     Pubsub,
-    /// Publish a backlog, then consume all of it.
+    /// Publish a backlog, then consume all of it (from the page cache).
     Drain,
+    /// Publish a backlog, evict it from the page cache, then consume all of it (from the disk).
+    DrainCold,
 }
 
 /// The knobs of a run, the same for every system.
@@ -65,6 +67,13 @@ pub struct Settings {
     /// When sends are acknowledged.
     #[arg(long, value_enum, default_value_t = Durability::Async)]
     pub durability: Durability,
+    /// Every consumer receives every message (Weir: a Broadcasting group; JetStream: a durable
+    /// consumer each) instead of sharing them.
+    #[arg(long)]
+    pub fan_out: bool,
+    /// Give up (and fail) if the run has not finished after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub max_seconds: u64,
 }
 
 impl Settings {
@@ -76,6 +85,12 @@ impl Settings {
     /// Messages actually published (count rounded down to whole requests).
     pub fn published(&self) -> u64 {
         self.units_per_producer() * self.producers as u64 * self.batch as u64
+    }
+
+    /// Messages each consumer must receive: all of them under fan-out, else its share of a
+    /// count the consumers draw from together.
+    pub fn deliveries(&self) -> u64 {
+        self.published() * if self.fan_out { self.consumers as u64 } else { 1 }
     }
 }
 

@@ -5,11 +5,13 @@
 
 use std::process::Command;
 
-fn bench(system: &str, scenario: &str) -> serde_json::Value {
+fn bench(system: &str, scenario: &str, extra: &[&str]) -> serde_json::Value {
     let sidecar = weir_tests::binary("weir-sidecar");
     let out = Command::new(weir_tests::binary("weir-bench"))
         .args(["run", "--system", system, "--scenario", scenario, "--count", "2000", "--window", "16"])
         .args(["--batch", "4", "--producers", "2", "--consumers", "2", "--partitions", "4", "--json"])
+        .args(["--max-seconds", "120"])
+        .args(extra)
         .arg("--weir-sidecar")
         .arg(sidecar)
         .output()
@@ -33,14 +35,48 @@ fn check(report: &serde_json::Value, consumed: bool) {
 
 #[test]
 fn weir_bench_publishes_and_consumes_through_weir() {
-    check(&bench("weir", "pubsub"), true);
-    check(&bench("weir", "drain"), true);
-    check(&bench("weir", "publish"), false);
+    check(&bench("weir", "pubsub", &[]), true);
+    check(&bench("weir", "drain", &[]), true);
+    check(&bench("weir", "drain-cold", &[]), true);
+    check(&bench("weir", "publish", &[]), false);
 }
 
 /// Needs `nats-server` on the PATH (the README's test command installs Debian's).
 #[test]
 fn weir_bench_publishes_and_consumes_through_jetstream() {
-    check(&bench("jetstream", "pubsub"), true);
-    check(&bench("jetstream", "drain"), true);
+    check(&bench("jetstream", "pubsub", &[]), true);
+    check(&bench("jetstream", "drain", &[]), true);
+    check(&bench("jetstream", "drain-cold", &[]), true);
+}
+
+/// Under fan-out each consumer must receive every message: a run only ends when every consumer
+/// has all 2,000 (a clustering group would share them and the run would time out).
+#[test]
+fn fan_out_delivers_every_message_to_every_consumer() {
+    for system in ["weir", "jetstream"] {
+        let report = bench(system, "pubsub", &["--fan-out"]);
+        check(&report, true);
+        assert_eq!(report["delivered"].as_u64(), Some(4000), "{report}");
+    }
+}
+
+/// `weir-bench compare` runs both systems and prints one table with the ratio and the disk limit.
+#[test]
+fn compare_prints_a_table_of_both_systems() {
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new(weir_tests::binary("weir-bench"))
+        .args(["compare", "--repetitions", "1", "--count", "2000", "--only", "publish", "--only", "drain-disk"])
+        .arg("--weir-sidecar")
+        .arg(weir_tests::binary("weir-sidecar"))
+        .arg("--scratch")
+        .arg(scratch.path())
+        .output()
+        .expect("weir-bench runs");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "weir-bench compare failed: {table}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("Disk sequential write limit"), "{table}");
+    for case in ["| publish |", "| drain-disk |"] {
+        let row = table.lines().find(|l| l.starts_with(case)).unwrap_or_else(|| panic!("no {case} row in {table}"));
+        assert!(row.contains('×') && !row.contains("n/a"), "both systems measured: {row}");
+    }
 }

@@ -50,10 +50,15 @@ const MAX_FIELD_LEN: usize = 128;
 
 /// Recent sends by (topic, message id), so a client's retry of a send that did succeed is answered
 /// with the original result instead of storing the message twice.
+///
+/// Entries are keyed by a seeded hash of topic and id, so neither a lookup nor a record allocates
+/// a key; a hit is confirmed by the id kept in the receipt (ids are unique per client, so two sends
+/// that agree on the 64-bit hash and the id are the same send).
 #[derive(Debug, Default)]
 pub(super) struct SendDedup {
-    seen: HashMap<(Arc<str>, String), (SendReceipt, Instant)>,
-    order: VecDeque<((Arc<str>, String), Instant)>,
+    hasher: foldhash::fast::RandomState,
+    seen: HashMap<u64, (SendReceipt, Instant), foldhash::fast::RandomState>,
+    order: VecDeque<(u64, Instant)>,
 }
 
 const DEDUP_CAPACITY: usize = 100_000;
@@ -61,22 +66,58 @@ const DEDUP_CAPACITY: usize = 100_000;
 const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
 impl SendDedup {
-    fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
-        let (r, at) = self.seen.get(&(Arc::from(topic), id.to_owned()))?;
-        (at.elapsed() < DEDUP_WINDOW).then(|| r.clone())
+    fn key(&self, topic: &str, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, (topic, id))
     }
 
-    fn insert(&mut self, topic: Arc<str>, receipt: SendReceipt) {
-        let now = Instant::now();
-        let key = (topic, receipt.message_id.clone());
-        self.order.push_back((key.clone(), now));
+    fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
+        let (r, at) = self.seen.get(&self.key(topic, id))?;
+        (r.message_id == id && at.elapsed() < DEDUP_WINDOW).then(|| r.clone())
+    }
+
+    fn insert(&mut self, topic: &str, receipt: SendReceipt, now: Instant) {
+        let key = self.key(topic, &receipt.message_id);
+        self.order.push_back((key, now));
         self.seen.insert(key, (receipt, now));
-        while self.order.len() > DEDUP_CAPACITY || self.order.front().is_some_and(|(_, t)| t.elapsed() > DEDUP_WINDOW) {
+        while self.order.len() > DEDUP_CAPACITY || self.order.front().is_some_and(|(_, t)| now - *t > DEDUP_WINDOW) {
             let (k, t) = self.order.pop_front().expect("non-empty");
             if self.seen.get(&k).is_some_and(|(_, at)| *at == t) {
                 self.seen.remove(&k);
             }
         }
+    }
+}
+
+/// The send metrics of one (topic, message type), looked up once per run of a batch instead of
+/// once per message.
+struct SendMetrics {
+    topic: Arc<Topic>,
+    message_type: MessageType,
+    messages: prometheus::IntCounter,
+    bytes: prometheus::IntCounter,
+    size: prometheus::Histogram,
+    latency: prometheus::Histogram,
+}
+
+impl SendMetrics {
+    fn of(metrics: &crate::metrics::Metrics, topic: &Arc<Topic>, message_type: MessageType) -> Self {
+        let name = topic.config.name.as_str();
+        let labels = [name, message_type.label()];
+        Self {
+            latency: metrics.send_latency.with_label_values(&[name]),
+            topic: topic.clone(),
+            message_type,
+            messages: metrics.messages_in.with_label_values(&labels),
+            bytes: metrics.throughput_in.with_label_values(&labels),
+            size: metrics.message_size.with_label_values(&labels),
+        }
+    }
+
+    fn record(&self, body_len: usize, latency: f64) {
+        self.messages.inc();
+        self.bytes.inc_by(body_len as u64);
+        self.size.observe(body_len as f64);
+        self.latency.observe(latency);
     }
 }
 
@@ -105,20 +146,23 @@ impl Broker {
         if !records.is_empty() {
             match self.store.append(records, durability).await {
                 Ok(appended) => {
+                    let now = Instant::now();
+                    let latency = (now - started).as_secs_f64();
+                    let mut metrics: Option<SendMetrics> = None;
                     let mut dedup = self.dedup.lock();
                     for ((slot, topic, mut receipt, body_len, message_type, indexed), a) in
                         pending.into_iter().zip(appended)
                     {
-                        let name = topic.config.name.as_str();
-                        let labels = [name, message_type.label()];
-                        self.metrics.messages_in.with_label_values(&labels).inc();
-                        self.metrics.throughput_in.with_label_values(&labels).inc_by(body_len as u64);
-                        self.metrics.message_size.with_label_values(&labels).observe(body_len as f64);
-                        self.metrics.send_latency.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+                        let m = match metrics.take() {
+                            Some(m) if Arc::ptr_eq(&m.topic, &topic) && m.message_type == message_type => m,
+                            _ => SendMetrics::of(&self.metrics, &topic, message_type),
+                        };
+                        m.record(body_len, latency);
+                        metrics = Some(m);
                         if indexed {
                             receipt.offset = a.queue_offset;
                         }
-                        dedup.insert(Arc::from(name), receipt.clone());
+                        dedup.insert(&topic.config.name, receipt.clone(), now);
                         results[slot] = Some(Ok(receipt));
                     }
                 }

@@ -1,0 +1,380 @@
+//! `weir-bench compare`: every scenario of the suite against Weir and NATS JetStream, interleaved
+//! (Weir, JetStream, Weir, ...) over several repetitions, plus the disk's own sequential write
+//! limit; prints one Markdown table of medians with the Weir/JetStream ratio.
+//!
+//! Each run is a child `weir-bench run --json` process with its own fresh server, so no run
+//! inherits another's caches, connections or memory.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+use crate::disk;
+use crate::system::{Binaries, System};
+
+/// The knobs of a comparison.
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// Repetitions of the whole suite (medians and min–max are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Messages per run (some cases use a fraction, see the table).
+    #[arg(long, default_value_t = 200_000)]
+    pub count: u64,
+    /// Run only these cases (by name; repeatable).
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// Add the deep-backlog case: publish this many GiB, then drain it from the disk.
+    #[arg(long)]
+    pub backlog_gib: Option<f64>,
+    /// Also write the table to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    #[command(flatten)]
+    pub binaries: Binaries,
+}
+
+/// Which figure of a run a case compares.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Figure {
+    /// Acknowledged publishes per second.
+    Publish,
+    /// Messages received (and acknowledged) per second, over all consumers.
+    Consume,
+    /// End-to-end p99 in milliseconds (lower is better).
+    EndToEndP99,
+}
+
+/// One row of the table.
+struct Case {
+    name: String,
+    about: String,
+    args: Vec<String>,
+    /// Messages of this case's runs, as a fraction of `--count`.
+    count_fraction: f64,
+    figure: Figure,
+    /// Compared with the disk limit (publish cases): with fdatasync per write (Sync) or not.
+    disk: Option<bool>,
+}
+
+fn case(name: &str, about: &str, args: &str, figure: Figure) -> Case {
+    let args = args.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let sync = args.windows(2).any(|w| w[0] == "--durability" && w[1] == "sync");
+    let disk = (figure == Figure::Publish).then_some(sync);
+    Case { name: name.into(), about: about.into(), args, count_fraction: 1.0, figure, disk }
+}
+
+/// The suite: 1 KiB messages; 256 messages in flight per producer (16 requests of 16, or 256 of 1).
+fn cases(args: &CompareArgs) -> Vec<Case> {
+    const BATCHED: &str = "--batch 16 --window 16";
+    let mut cases = vec![
+        case(
+            "publish",
+            "Async, 8 partitions, batches of 16",
+            &format!("--scenario publish {BATCHED}"),
+            Figure::Publish,
+        ),
+        case(
+            "publish-single",
+            "Async, 8 partitions, one message per request",
+            "--scenario publish --batch 1 --window 256",
+            Figure::Publish,
+        ),
+        case(
+            "publish-sync",
+            "Sync (fdatasync before ack), batches of 16",
+            &format!("--scenario publish --durability sync {BATCHED}"),
+            Figure::Publish,
+        ),
+        case("pubsub", "Async, publish and consume together", &format!("--scenario pubsub {BATCHED}"), Figure::Consume),
+        case(
+            "latency-sync-50k",
+            "Sync, fixed 50,000 msgs/s, end-to-end p99 ms",
+            "--scenario pubsub --durability sync --rate 50000 --batch 1 --window 4096",
+            Figure::EndToEndP99,
+        ),
+        case(
+            "drain-cache",
+            "backlog consumed from the page cache",
+            &format!("--scenario drain {BATCHED} --receive-batch 256"),
+            Figure::Consume,
+        ),
+        case(
+            "drain-disk",
+            "backlog evicted from the page cache, consumed from disk",
+            &format!("--scenario drain-cold {BATCHED} --receive-batch 256"),
+            Figure::Consume,
+        ),
+        case(
+            "partitions-1",
+            "Async publish, 1 partition",
+            &format!("--scenario publish --partitions 1 {BATCHED}"),
+            Figure::Publish,
+        ),
+        case(
+            "partitions-64",
+            "Async publish, 64 partitions",
+            &format!("--scenario publish --partitions 64 {BATCHED}"),
+            Figure::Publish,
+        ),
+        case(
+            "partitions-1024",
+            "Async publish, 1024 partitions",
+            &format!("--scenario publish --partitions 1024 {BATCHED}"),
+            Figure::Publish,
+        ),
+        Case {
+            count_fraction: 0.1,
+            ..case(
+                "broadcast-20",
+                "fan-out: 20 consumers each get every message",
+                &format!("--scenario pubsub --fan-out --consumers 20 {BATCHED}"),
+                Figure::Consume,
+            )
+        },
+    ];
+    if let Some(gib) = args.backlog_gib {
+        let count = gib * (1u64 << 30) as f64 / 1024.0;
+        cases.push(Case {
+            count_fraction: count / args.count as f64,
+            ..case(
+                "backlog",
+                &format!("{gib} GiB backlog, drained from disk"),
+                &format!("--scenario drain-cold {BATCHED} --receive-batch 256"),
+                Figure::Consume,
+            )
+        });
+    }
+    if !args.only.is_empty() {
+        cases.retain(|c| args.only.contains(&c.name));
+    }
+    cases
+}
+
+/// What one run reported, or why it did not.
+type Run = std::result::Result<Value, String>;
+
+/// Runs the suite and prints (and optionally writes) the table.
+pub async fn compare(args: CompareArgs) -> Result<()> {
+    let cases = cases(&args);
+    if cases.is_empty() {
+        bail!("no case matches --only {:?}", args.only);
+    }
+    let scratch = args.binaries.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let mut runs: Vec<[Vec<Run>; 2]> = cases.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let mut disk_limits: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for repetition in 1..=args.repetitions {
+        let bytes = args.count * 1024;
+        for (slot, sync) in [false, true].into_iter().enumerate() {
+            disk_limits[slot].push(disk::sequential_write_mib_per_s(&scratch, bytes, sync)?);
+        }
+        for (c, case) in cases.iter().enumerate() {
+            for (s, system) in [System::Weir, System::Jetstream].into_iter().enumerate() {
+                eprintln!("[{repetition}/{}] {} on {system:?}", args.repetitions, case.name);
+                let run = run_child(system, case, &args).await?;
+                if let Err(why) = &run {
+                    eprintln!("  not measured: {why}");
+                }
+                runs[c][s].push(run);
+            }
+        }
+    }
+    let table = render(&args, &cases, &runs, &disk_limits)?;
+    println!("{table}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_child(system: System, case: &Case, args: &CompareArgs) -> Result<Run> {
+    let count = ((args.count as f64 * case.count_fraction) as u64).max(1000);
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .args(["run", "--json", "--system", &format!("{system:?}").to_lowercase(), "--count", &count.to_string()])
+        .args(&case.args)
+        .args(args.binaries.as_args())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(1800), command.output())
+        .await
+        .context("a run took more than 30 minutes")??;
+    if !output.status.success() {
+        // anyhow's report: "Error: <context>", then the causes, then possibly a backtrace.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let why = stderr
+            .lines()
+            .take_while(|l| !l.starts_with("Stack backtrace"))
+            .map(|l| l.trim().trim_start_matches("Error: "))
+            .filter(|l| !l.is_empty() && *l != "Caused by:")
+            .collect::<Vec<_>>()
+            .join(" / ");
+        return Ok(Err(why));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().context("a run printed nothing")?;
+    Ok(Ok(serde_json::from_str(line).with_context(|| format!("a run printed {line:?}"))?))
+}
+
+/// Median, min and max.
+fn spread(mut values: Vec<f64>) -> Option<(f64, f64, f64)> {
+    values.retain(|v| v.is_finite());
+    values.sort_by(f64::total_cmp);
+    let median = *values.get(values.len() / 2)?;
+    Some((median, values[0], values[values.len() - 1]))
+}
+
+fn figure_of(run: &Value, figure: Figure) -> Option<f64> {
+    match figure {
+        Figure::Publish => run["publish_msgs_per_s"].as_f64(),
+        Figure::Consume => run["consume_msgs_per_s"].as_f64(),
+        Figure::EndToEndP99 => run["end_to_end"]["p99_ms"].as_f64(),
+    }
+}
+
+/// The p99 latency a case is judged by: send-to-ack for publishing, end-to-end otherwise.
+fn p99_of(run: &Value, figure: Figure) -> Option<f64> {
+    match figure {
+        Figure::Publish => run["send_ack"]["p99_ms"].as_f64(),
+        _ => run["end_to_end"]["p99_ms"].as_f64(),
+    }
+}
+
+fn cell(values: Option<(f64, f64, f64)>, figure: Figure) -> String {
+    match values {
+        None => "n/a".into(),
+        Some((median, min, max)) if figure == Figure::EndToEndP99 => format!("{median:.2} ms ({min:.2}–{max:.2})"),
+        Some((median, min, max)) => format!("{} ({}–{})", thousands(median), thousands(min), thousands(max)),
+    }
+}
+
+fn thousands(v: f64) -> String {
+    let digits = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limits: &[Vec<f64>; 2]) -> Result<String> {
+    let mut out = String::new();
+    let machine = machine();
+    writeln!(
+        out,
+        "Weir vs NATS JetStream, {} repetitions, 1 KiB messages, single node, replication 1.",
+        args.repetitions
+    )?;
+    writeln!(out, "Machine: {machine}. Client and server share the machine.")?;
+    let [async_disk, sync_disk] = disk_limits.clone().map(spread);
+    let disk =
+        |d: Option<(f64, f64, f64)>| d.map_or("n/a".into(), |(m, lo, hi)| format!("{m:.0} MiB/s ({lo:.0}–{hi:.0})"));
+    writeln!(
+        out,
+        "Disk sequential write limit ({} MiB in 1 MiB writes): {} with one fdatasync at the end, {} with fdatasync after every write.\n",
+        args.count / 1024,
+        disk(async_disk),
+        disk(sync_disk)
+    )?;
+    writeln!(
+        out,
+        "Figures are medians (min–max). Throughput in msgs/s, higher is better; latency in ms, lower is better.\n"
+    )?;
+    writeln!(
+        out,
+        "| case | what | Weir | JetStream | Weir/JetStream | p99 ms Weir / JetStream | server cores Weir / JetStream | peak RSS MiB Weir / JetStream | Weir MiB/s of disk limit |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    let mut notes = Vec::new();
+    for (case, [weir, jetstream]) in cases.iter().zip(runs) {
+        let ok = |runs: &[Run]| runs.iter().filter_map(|r| r.as_ref().ok()).cloned().collect::<Vec<_>>();
+        let (weir_ok, js_ok) = (ok(weir), ok(jetstream));
+        let figure = |runs: &[Value]| spread(runs.iter().filter_map(|r| figure_of(r, case.figure)).collect());
+        let median = |runs: &[Value], f: &dyn Fn(&Value) -> Option<f64>| {
+            spread(runs.iter().filter_map(f).collect()).map(|s| s.0)
+        };
+        let (w, j) = (figure(&weir_ok), figure(&js_ok));
+        let ratio = match (w, j) {
+            (Some(w), Some(j)) if case.figure == Figure::EndToEndP99 => format!("{:.2}× (lower is better)", w.0 / j.0),
+            (Some(w), Some(j)) => format!("**{:.2}×**", w.0 / j.0),
+            _ => "–".into(),
+        };
+        let pair = |f: &dyn Fn(&Value) -> Option<f64>, digits: usize| {
+            let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.digits$}"));
+            format!("{} / {}", show(median(&weir_ok, f)), show(median(&js_ok, f)))
+        };
+        let of_disk = match (case.disk, w) {
+            (Some(sync), Some(w)) => {
+                let limit = if sync { sync_disk } else { async_disk };
+                limit.map_or("n/a".into(), |l| format!("{:.0}%", w.0 / 1024.0 / l.0 * 100.0))
+            }
+            _ => "".into(),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            case.name,
+            case.about,
+            cell(w, case.figure),
+            cell(j, case.figure),
+            ratio,
+            pair(&|r| p99_of(r, case.figure), 2),
+            pair(&|r| r["server_cpu_cores"].as_f64(), 2),
+            pair(&|r| r["server_peak_rss_mib"].as_f64(), 0),
+            of_disk,
+        )?;
+        for (system, runs) in [("Weir", weir), ("JetStream", jetstream)] {
+            if let Some(Err(why)) = runs.iter().find(|r| r.is_err()) {
+                notes.push(format!("- {} on {system}: not measured: {why}", case.name));
+            }
+        }
+    }
+    if !notes.is_empty() {
+        writeln!(out, "\n{}", notes.join("\n"))?;
+    }
+    writeln!(out, "\nCommand lines: `weir-bench run --system weir|jetstream --count N <args>` with these args:\n")?;
+    for case in cases {
+        writeln!(out, "- {}: `{}`", case.name, case.args.join(" "))?;
+    }
+    Ok(out)
+}
+
+/// CPU model, cores and kernel, from /proc.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|v| v.split_once(':')).map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or(String::new(), |kb| format!(", {:.0} GiB RAM", kb as f64 / (1 << 20) as f64));
+    format!("{model}, {cores} cores{memory}, Linux {}", kernel.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_median_min_max() {
+        assert_eq!(spread(vec![3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(spread(vec![]), None);
+    }
+
+    #[test]
+    fn thousands_separates_digits() {
+        assert_eq!(thousands(1234567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}
