@@ -91,10 +91,23 @@ fn cases(args: &CompareArgs) -> Vec<Case> {
             Figure::Publish,
         ),
         case("pubsub", "Async, publish and consume together", &format!("--scenario pubsub {BATCHED}"), Figure::Consume),
+        // Open loop at fixed rates, 16 messages per request (3,125 requests/s at 50,000 msgs/s).
         case(
             "latency-sync-50k",
             "Sync, fixed 50,000 msgs/s, end-to-end p99 ms",
-            "--scenario pubsub --durability sync --rate 50000 --batch 1 --window 4096",
+            "--scenario pubsub --durability sync --rate 50000 --batch 16 --window 64",
+            Figure::EndToEndP99,
+        ),
+        case(
+            "latency-sync-20k",
+            "Sync, fixed 20,000 msgs/s, end-to-end p99 ms",
+            "--scenario pubsub --durability sync --rate 20000 --batch 16 --window 64",
+            Figure::EndToEndP99,
+        ),
+        case(
+            "latency-async-20k",
+            "Async, fixed 20,000 msgs/s, end-to-end p99 ms",
+            "--scenario pubsub --rate 20000 --batch 16 --window 64",
             Figure::EndToEndP99,
         ),
         case(
@@ -187,6 +200,17 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+        // Every run's full report, one JSON object per line, next to the table.
+        let raw: String = cases
+            .iter()
+            .zip(&runs)
+            .flat_map(|(case, systems)| {
+                let reports = systems.iter().flatten().filter_map(|r| r.as_ref().ok());
+                reports.map(|r| format!("{}\n", serde_json::json!({"case": case.name, "report": r})))
+            })
+            .collect();
+        let path = path.with_extension("jsonl");
+        std::fs::write(&path, raw).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -289,9 +313,9 @@ fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limit
     )?;
     writeln!(
         out,
-        "| case | what | Weir | JetStream | Weir/JetStream | p99 ms Weir / JetStream | server cores Weir / JetStream | peak RSS MiB Weir / JetStream | Weir MiB/s of disk limit |"
+        "| case | what | Weir | JetStream | Weir/JetStream | publish msgs/s Weir / JetStream | p99 ms Weir / JetStream | server cores Weir / JetStream | peak RSS MiB Weir / JetStream | Weir MiB/s of disk limit |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
     let mut notes = Vec::new();
     for (case, [weir, jetstream]) in cases.iter().zip(runs) {
         let ok = |runs: &[Run]| runs.iter().filter_map(|r| r.as_ref().ok()).cloned().collect::<Vec<_>>();
@@ -319,12 +343,18 @@ fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limit
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             case.name,
             case.about,
             cell(w, case.figure),
             cell(j, case.figure),
             ratio,
+            {
+                let rate = |runs: &[Value]| {
+                    median(runs, &|r| r["publish_msgs_per_s"].as_f64()).map_or("n/a".into(), thousands)
+                };
+                format!("{} / {}", rate(&weir_ok), rate(&js_ok))
+            },
             pair(&|r| p99_of(r, case.figure), 2),
             pair(&|r| r["server_cpu_cores"].as_f64(), 2),
             pair(&|r| r["server_peak_rss_mib"].as_f64(), 0),

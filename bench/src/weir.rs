@@ -73,8 +73,13 @@ pub async fn produce(channel: Channel, producer: usize, settings: &Settings) -> 
     .await
 }
 
-/// One consumer of the group: receives and acknowledges until `remaining` reaches zero; returns
-/// the end-to-end latencies (stamp to receipt).
+/// Acknowledgements a consumer keeps in flight while it already receives the next batch (as the
+/// SDKs' push consumers do: acks go out on their own while receiving goes on).
+const ACKS_IN_FLIGHT: usize = 4;
+
+/// One consumer of the group: receives until `remaining` reaches zero, acknowledging each batch
+/// in the background; returns the end-to-end latencies (stamp to receipt) once every
+/// acknowledgement has been answered.
 pub async fn consume(
     channel: Channel,
     consumer: usize,
@@ -84,6 +89,7 @@ pub async fn consume(
     let mut client = MessagingServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let client_id = format!("bench-consumer-{consumer}");
     let mut latency = Latency::default();
+    let mut acks = tokio::task::JoinSet::new();
     while remaining.load(Ordering::Relaxed) > 0 {
         let receive = pb::ReceiveMessageRequest {
             group: resource(GROUP),
@@ -117,10 +123,19 @@ pub async fn consume(
             continue;
         }
         let got = entries.len() as u64;
-        let ack = pb::AckMessageRequest { group: resource(GROUP), topic: resource(TOPIC), entries };
-        let response = client.ack_message(request(&client_id, ack)).await?.into_inner();
-        ok(response.status.as_ref(), "AckMessage")?;
         let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(got)));
+        while acks.len() >= ACKS_IN_FLIGHT {
+            acks.join_next().await.expect("acks in flight")??;
+        }
+        let ack = pb::AckMessageRequest { group: resource(GROUP), topic: resource(TOPIC), entries };
+        let (mut client, request) = (client.clone(), request(&client_id, ack));
+        acks.spawn(async move {
+            let response = client.ack_message(request).await?.into_inner();
+            ok(response.status.as_ref(), "AckMessage")
+        });
+    }
+    while let Some(done) = acks.join_next().await {
+        done??;
     }
     Ok(latency)
 }

@@ -27,9 +27,12 @@ pub struct Receipt {
 impl Receipt {
     /// The handle string.
     pub fn encode(&self) -> String {
-        let body = format!("1-{:x}-{:x}-{:x}-{:x}", self.broker, self.partition, self.offset, self.generation);
-        let check = crc32c::crc32c(body.as_bytes());
-        format!("{body}-{check:08x}")
+        use std::fmt::Write as _;
+        let mut handle = String::with_capacity(64);
+        let _ = write!(handle, "1-{:x}-{:x}-{:x}-{:x}", self.broker, self.partition, self.offset, self.generation);
+        let check = crc32c::crc32c(handle.as_bytes());
+        let _ = write!(handle, "-{check:08x}");
+        handle
     }
 
     /// Parses a handle; `None` when it is not one this broker could have issued.

@@ -140,8 +140,8 @@ impl CommitLog {
     /// Reads and verifies the frame of `length` bytes at `position`; returns its header and body.
     pub fn read_frame(&self, position: u64, length: u32) -> Result<(FrameHeader, Bytes), StorageError> {
         let segment = self.segment_for(position).ok_or(StorageError::Expired { position })?;
-        let mut buf = vec![0u8; length as usize];
-        segment.read_at(position, &mut buf).map_err(|e| StorageError::io("read log", segment.path(), e))?;
+        let buf =
+            segment.read_vec(position, length as usize).map_err(|e| StorageError::io("read log", segment.path(), e))?;
         let header = frame::decode_header(&buf, position, self.max_frame).map_err(|e| StorageError::Corrupt {
             position: Some(position),
             reason: format!("{e:?} in {}", segment.path().display()),
