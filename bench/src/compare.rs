@@ -85,6 +85,12 @@ fn cases(args: &CompareArgs) -> Vec<Case> {
             Figure::Publish,
         ),
         case(
+            "publish-4-producers",
+            "Async, 4 producer connections, batches of 16",
+            &format!("--scenario publish --producers 4 {BATCHED}"),
+            Figure::Publish,
+        ),
+        case(
             "publish-sync",
             "Sync (fdatasync before ack), batches of 16",
             &format!("--scenario publish --durability sync {BATCHED}"),
@@ -313,9 +319,9 @@ fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limit
     )?;
     writeln!(
         out,
-        "| case | what | Weir | JetStream | Weir/JetStream | publish msgs/s Weir / JetStream | p99 ms Weir / JetStream | server cores Weir / JetStream | peak RSS MiB Weir / JetStream | Weir MiB/s of disk limit |"
+        "| case | what | Weir | JetStream | Weir/JetStream | publish msgs/s Weir / JetStream | p99 ms Weir / JetStream | server cores Weir / JetStream | load generator cores Weir / JetStream | peak RSS MiB Weir / JetStream | Weir MiB/s of disk limit |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     let mut notes = Vec::new();
     for (case, [weir, jetstream]) in cases.iter().zip(runs) {
         let ok = |runs: &[Run]| runs.iter().filter_map(|r| r.as_ref().ok()).cloned().collect::<Vec<_>>();
@@ -343,7 +349,7 @@ fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limit
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             case.name,
             case.about,
             cell(w, case.figure),
@@ -357,6 +363,7 @@ fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limit
             },
             pair(&|r| p99_of(r, case.figure), 2),
             pair(&|r| r["server_cpu_cores"].as_f64(), 2),
+            pair(&|r| r["client_cpu_cores"].as_f64(), 2),
             pair(&|r| r["server_peak_rss_mib"].as_f64(), 0),
             of_disk,
         )?;
