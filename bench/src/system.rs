@@ -51,7 +51,8 @@ pub struct Server {
     child: Child,
     /// `host:port` clients connect to.
     pub address: String,
-    _dir: tempfile::TempDir,
+    /// Scratch directory holding the data, config and log; removed when dropped.
+    dir: tempfile::TempDir,
 }
 
 /// CPU time and peak memory of a process.
@@ -120,7 +121,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {system:?} ({:?})", command.get_program()))?;
-        let mut server = Self { child, address, _dir: dir };
+        let mut server = Self { child, address, dir };
         server.wait_ready(system).await?;
         Ok(server)
     }
@@ -147,14 +148,14 @@ impl Server {
     }
 
     fn log_path(&self) -> PathBuf {
-        self._dir.path().join("server.log")
+        self.dir.path().join("server.log")
     }
 
     /// Writes back and drops from the page cache every file of the server's data, so what is read
     /// next comes from the disk. Needs no privileges (unlike `drop_caches`): dirty pages are
     /// synced first, then `POSIX_FADV_DONTNEED` drops the clean ones.
     pub fn evict_page_cache(&self) -> Result<()> {
-        evict_tree(self._dir.path())
+        evict_tree(self.dir.path())
     }
 
     /// CPU used so far and peak memory.
