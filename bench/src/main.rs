@@ -15,6 +15,7 @@ mod system;
 mod weir;
 mod workload;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -23,7 +24,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tokio::task::JoinSet;
 
-use system::{Binaries, Server, System};
+use system::{Environment, Server, System};
 use workload::{Latency, Scenario, Settings};
 
 #[derive(Debug, Parser)]
@@ -46,7 +47,10 @@ enum Command {
         #[command(flatten)]
         settings: Settings,
         #[command(flatten)]
-        binaries: Binaries,
+        env: Environment,
+        /// The nats-server binary (JetStream runs).
+        #[arg(long, default_value = "nats-server")]
+        nats_server: PathBuf,
         /// Print one JSON object instead of a line of text.
         #[arg(long)]
         json: bool,
@@ -148,11 +152,13 @@ async fn run(system: System, scenario: Scenario, settings: &Settings, server: &S
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let (system, scenario, settings, binaries, json) = match Cli::parse().command {
-        Command::Run { system, scenario, settings, binaries, json } => (system, scenario, settings, binaries, json),
+    let (system, scenario, settings, env, nats_server, json) = match Cli::parse().command {
+        Command::Run { system, scenario, settings, env, nats_server, json } => {
+            (system, scenario, settings, env, nats_server, json)
+        }
         Command::Compare(args) => return compare::compare(args).await,
     };
-    let server = Server::start(system, &settings, &binaries).await?;
+    let server = Server::start(system, &settings, &env, &nats_server).await?;
     let (before, client_before) = (server.usage()?, system::own_usage()?);
     let started = Instant::now();
     let limit = std::time::Duration::from_secs(settings.max_seconds);

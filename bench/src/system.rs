@@ -17,25 +17,22 @@ pub enum System {
     Jetstream,
 }
 
-/// Where the servers' binaries are.
+/// Where the servers' programs are and where they keep their data (shared by `run` and `compare`).
 #[derive(Clone, Debug, clap::Args)]
-pub struct Binaries {
+pub struct Environment {
     /// The weir-sidecar binary (default: next to weir-bench).
     #[arg(long)]
     pub weir_sidecar: Option<PathBuf>,
-    /// The nats-server binary.
-    #[arg(long, default_value = "nats-server")]
-    pub nats_server: PathBuf,
     /// Where the servers keep their data (default: the system's temporary directory). Put it on
     /// the disk under test; a tmpfs measures memory, not the disk.
     #[arg(long)]
     pub scratch: Option<PathBuf>,
 }
 
-impl Binaries {
+impl Environment {
     /// The same choices as command-line arguments, for a child `weir-bench run`.
     pub fn as_args(&self) -> Vec<std::ffi::OsString> {
-        let mut args = vec!["--nats-server".into(), self.nats_server.clone().into_os_string()];
+        let mut args = Vec::new();
         if let Some(path) = &self.weir_sidecar {
             args.extend(["--weir-sidecar".into(), path.clone().into_os_string()]);
         }
@@ -44,6 +41,19 @@ impl Binaries {
         }
         args
     }
+}
+
+/// The version a `nats-server` binary reports (`nats-server: v2.15.1` → `2.15.1`).
+pub fn nats_server_version(nats_server: &Path) -> Result<String> {
+    let out = Command::new(nats_server).arg("--version").output().with_context(|| {
+        format!("running {} --version (install nats-server, or pass --nats-server PATH)", nats_server.display())
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().rsplit(' ').next().unwrap_or_default().trim_start_matches('v');
+    if !out.status.success() || version.is_empty() {
+        bail!("{} --version printed {text:?}", nats_server.display());
+    }
+    Ok(version.to_owned())
 }
 
 /// A running server, stopped (SIGKILL) and its directory removed when dropped.
@@ -68,8 +78,8 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn weir_sidecar(binaries: &Binaries) -> Result<PathBuf> {
-    if let Some(path) = &binaries.weir_sidecar {
+fn weir_sidecar(env: &Environment) -> Result<PathBuf> {
+    if let Some(path) = &env.weir_sidecar {
         return Ok(path.clone());
     }
     let exe = std::env::current_exe()?;
@@ -77,16 +87,17 @@ fn weir_sidecar(binaries: &Binaries) -> Result<PathBuf> {
 }
 
 impl Server {
-    /// Starts `system` for `settings` (partitions and durability are server settings for Weir).
-    pub async fn start(system: System, settings: &Settings, binaries: &Binaries) -> Result<Self> {
-        let scratch = binaries.scratch.clone().unwrap_or_else(std::env::temp_dir);
+    /// Starts `system` for `settings` (partitions and durability are server settings for Weir);
+    /// JetStream is the `nats_server` binary.
+    pub async fn start(system: System, settings: &Settings, env: &Environment, nats_server: &Path) -> Result<Self> {
+        let scratch = env.scratch.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
         let dir = tempfile::Builder::new().prefix("weir-bench-").tempdir_in(&scratch)?;
         let port = free_port()?;
         let address = format!("127.0.0.1:{port}");
         let mut command = match system {
             System::Weir => {
-                let mut c = Command::new(weir_sidecar(binaries)?);
+                let mut c = Command::new(weir_sidecar(env)?);
                 let manifest = dir.path().join("bench.yaml");
                 std::fs::write(&manifest, weir_manifest(settings))?;
                 c.arg("standalone")
@@ -109,7 +120,7 @@ impl Server {
                     &config,
                     format!("listen: {address}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n", store.display()),
                 )?;
-                let mut c = Command::new(&binaries.nats_server);
+                let mut c = Command::new(nats_server);
                 c.arg("-c").arg(&config);
                 c
             }
@@ -235,5 +246,29 @@ mod tests {
         let usage = usage_of(Path::new("/proc/self")).unwrap();
         assert!(usage.peak_rss_bytes > 0);
         assert!(usage.cpu_seconds >= 0.0);
+    }
+
+    /// Bytes of `path` in the page cache, from util-linux `fincore` (mincore(2) needs unsafe code).
+    fn resident_bytes(path: &Path) -> u64 {
+        let out =
+            Command::new("fincore").args(["--bytes", "--noheadings", "--raw", "--output", "RES"]).arg(path).output();
+        let out = out.expect("fincore (util-linux) is installed by the README's test command");
+        assert!(out.status.success(), "fincore: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().parse().expect("a byte count")
+    }
+
+    /// The drain-from-disk scenario relies on this: after `evict_tree` the data is read from the
+    /// disk, not the page cache. Runs on the build directory's file system, not a tmpfs (whose
+    /// pages cannot be dropped).
+    #[test]
+    fn eviction_drops_the_files_from_the_page_cache() {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        let dir = tempfile::Builder::new().prefix("evict-test-").tempdir_in(target).unwrap();
+        let file = dir.path().join("nested").join("data");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, vec![7u8; 8 << 20]).unwrap();
+        assert!(resident_bytes(&file) > 4 << 20, "a fresh write stays in the page cache");
+        evict_tree(dir.path()).unwrap();
+        assert!(resident_bytes(&file) < 1 << 20, "evicted: {} bytes still cached", resident_bytes(&file));
     }
 }

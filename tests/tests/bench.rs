@@ -60,12 +60,23 @@ fn fan_out_delivers_every_message_to_every_consumer() {
     }
 }
 
-/// `weir-bench compare` runs both systems and prints one table with the ratio and the disk limit.
+/// The current nats-server release the README's test command installs into `.venv` (Debian's
+/// 2.9.10 cannot acknowledge after fsync).
+fn current_nats_server() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/nats-server")
+}
+
+/// `weir-bench compare` runs Weir and every JetStream given and prints one table with a ratio per
+/// JetStream and the disk limit. The Sync case is measured on the current JetStream and reported
+/// as not measured, with the server's reason, on 2.9.10.
 #[test]
-fn compare_prints_a_table_of_both_systems() {
+fn compare_prints_a_table_of_every_system() {
     let scratch = tempfile::tempdir().unwrap();
     let out = Command::new(weir_tests::binary("weir-bench"))
-        .args(["compare", "--repetitions", "1", "--count", "2000", "--only", "publish", "--only", "drain-disk"])
+        .args(["compare", "--repetitions", "1", "--count", "2000"])
+        .args(["--only", "publish", "--only", "drain-disk", "--only", "publish-sync"])
+        .args(["--nats-server", "nats-server", "--nats-server"])
+        .arg(current_nats_server())
         .arg("--weir-sidecar")
         .arg(weir_tests::binary("weir-sidecar"))
         .arg("--scratch")
@@ -75,8 +86,21 @@ fn compare_prints_a_table_of_both_systems() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "weir-bench compare failed: {table}{}", String::from_utf8_lossy(&out.stderr));
     assert!(table.contains("Disk sequential write limit"), "{table}");
-    for case in ["| publish |", "| drain-disk |"] {
-        let row = table.lines().find(|l| l.starts_with(case)).unwrap_or_else(|| panic!("no {case} row in {table}"));
-        assert!(row.contains('×') && !row.contains("n/a"), "both systems measured: {row}");
+    assert!(table.contains("| Weir/JetStream 2.9.10 | Weir/JetStream 2.15.1 |"), "a ratio per JetStream: {table}");
+    let row = |case: &str| {
+        let prefix = format!("| {case} |");
+        let line = table.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {case} row in {table}"));
+        line.split(" | ").map(str::to_owned).collect::<Vec<_>>()
+    };
+    for case in ["publish", "drain-disk"] {
+        let cells = row(case);
+        assert!(cells[5].contains('×') && cells[6].contains('×'), "every system measured: {cells:?}");
     }
+    let sync = row("publish-sync");
+    assert_eq!(sync[3], "n/a", "2.9.10 refuses sync_interval: {sync:?}");
+    assert!(sync[4] != "n/a" && sync[6].contains('×'), "the current JetStream acknowledges after fsync: {sync:?}");
+    assert!(
+        table.contains("publish-sync on JetStream 2.9.10: not measured") && table.contains("sync_interval"),
+        "{table}"
+    );
 }

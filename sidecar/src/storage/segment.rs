@@ -129,14 +129,6 @@ impl Segment {
         Ok(buf)
     }
 
-    /// Reads up to `max` bytes at log position `position` (fewer at the end of the segment).
-    pub fn read_upto(&self, position: u64, max: usize) -> io::Result<Vec<u8>> {
-        let n = (self.end().saturating_sub(position) as usize).min(max);
-        let mut buf = vec![0; n];
-        self.read_at(position, &mut buf)?;
-        Ok(buf)
-    }
-
     /// fdatasync: makes every written byte durable.
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
