@@ -112,6 +112,7 @@ impl Broker {
                 tracing::error!(group = group.name, error = %e, "moving messages to the dead-letter queue failed");
             }
         }
+        self.store.prefetch(claimed.iter().map(|c| &c.entry));
         let mut deliveries = Vec::with_capacity(claimed.len());
         for Claimed { partition, offset, entry, lease } in claimed {
             match self.load(&partition, &entry) {

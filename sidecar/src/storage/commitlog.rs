@@ -137,6 +137,15 @@ impl CommitLog {
         (i > 0).then(|| segments[i - 1].clone()).filter(|s| position < s.end())
     }
 
+    /// Starts reading log positions `start..end` into the page cache in the background.
+    pub fn prefetch(&self, start: u64, end: u64) {
+        let overlapping: Vec<Arc<Segment>> =
+            self.segments.read().iter().filter(|s| s.base() < end && s.end() > start).cloned().collect();
+        for segment in overlapping {
+            segment.prefetch(start, end);
+        }
+    }
+
     /// Reads and verifies the frame of `length` bytes at `position`; returns its header and body.
     pub fn read_frame(&self, position: u64, length: u32) -> Result<(FrameHeader, Bytes), StorageError> {
         let segment = self.segment_for(position).ok_or(StorageError::Expired { position })?;

@@ -319,6 +319,10 @@ impl StoreInner {
     }
 }
 
+/// Largest span of the log a batch may cover for [`Store::prefetch`] to read it (and as much
+/// again) ahead.
+const MAX_PREFETCH_SPAN: u64 = 16 << 20;
+
 /// A handle to an open store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -431,6 +435,22 @@ impl Store {
     /// Reads the frame an index entry points at and returns its body.
     pub fn read(&self, entry: &IndexEntry) -> Result<Bytes, StorageError> {
         self.inner.log.read_frame(entry.position, entry.length).map(|(_, body)| body)
+    }
+
+    /// Starts reading the frames of `entries`, and as much of the log again after them, into the
+    /// page cache in the background. A consumer reading a cold part of the log (a backlog evicted
+    /// from memory) otherwise waits for the disk read after read: its messages are interleaved
+    /// with other partitions', which the kernel's sequential readahead does not recognise. Reading
+    /// the next span ahead lets the disk work while this batch is being delivered.
+    pub fn prefetch<'a>(&self, entries: impl IntoIterator<Item = &'a IndexEntry>) {
+        let span = entries.into_iter().filter(|e| !e.is_hole()).fold(None, |span: Option<(u64, u64)>, e| {
+            let (start, end) = (e.position, e.position + u64::from(e.length));
+            Some(span.map_or((start, end), |(s, t)| (s.min(start), t.max(end))))
+        });
+        // A batch whose messages lie far apart (most of the log filtered out) is read as it comes.
+        if let Some((start, end)) = span.filter(|(s, t)| t - s <= MAX_PREFETCH_SPAN) {
+            self.inner.log.prefetch(start, end + (end - start));
+        }
     }
 
     /// Reads the body of the frame of `length` bytes at log `position` (any record kind).
