@@ -30,6 +30,18 @@ use crate::state::BrokerState;
 use crate::storage::{Retention, Store, StoreConfig};
 use crate::txn::Transactions;
 
+/// Requests in flight per client connection; a client queues the rest itself (the limit is an
+/// HTTP/2 setting the client honours). Bounds what one connection can make the broker buffer, and
+/// together with [`CONNECTION_WINDOW_BYTES`] keeps a client that fires thousands of sends at once
+/// from splitting its messages into slivers of flow-control credit: the HTTP/2 layer counts many
+/// small DATA frames waiting unread as an attack and closes the connection, failing every send
+/// in flight on it.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
+/// HTTP/2 flow-control window of a connection: room for a full set of in-flight requests of a few
+/// KiB each (the most one connection can make the broker buffer).
+const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
+
 /// How long a broker whose storage failed keeps answering (refusing writes) before it exits.
 const FATAL_EXIT_GRACE: Duration = Duration::from_secs(1);
 
@@ -205,7 +217,9 @@ pub async fn start(
     let mut grpc_stop = stop_rx.clone();
     let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let admin_acl = options.acl.clone();
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls.grpc()).context("configuring gRPC TLS")?;
     }

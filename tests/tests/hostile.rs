@@ -1,5 +1,6 @@
 //! Hostile clients: bytes that are not valid protobuf, names that are not UTF-8, frames over the
-//! size limit, thousands of idle Telemetry streams, and floods of receives nobody acknowledges.
+//! size limit, thousands of idle Telemetry streams, thousands of sends in flight on one
+//! connection, and floods of receives nobody acknowledges.
 //! Each is answered (a gRPC or RocketMQ error, never a hang), memory stays bounded, and the broker
 //! keeps serving a well-formed send afterwards. And a herd of concurrent first sends to a topic
 //! that does not exist yet: every one is stored, the topic is created once.
@@ -213,4 +214,36 @@ async fn concurrent_first_sends_to_a_new_topic_all_succeed() {
         let scrape = broker.scrape().unwrap();
         assert_eq!(weir_tests::metric_sum(&scrape, "rocketmq_messages_in_total", &[("topic", &topic)]), 128.0);
     }
+}
+
+/// Thousands of sends in flight at once on one HTTP/2 connection (an application firing async
+/// sends faster than the broker answers): every one is stored and answered OK. With no limit on
+/// concurrent streams, the client split its messages into slivers of flow-control credit, the
+/// broker's HTTP/2 layer counted the small DATA frames piling up unread as an abuse, and closed
+/// the connection (GOAWAY ENHANCE_YOUR_CALM), failing every send in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_concurrent_sends_on_one_connection_all_succeed() {
+    const SENDS: usize = 8192;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Sidecar::start(dir.path(), &[]).unwrap();
+    let client = raw::connect(broker.grpc, Some("flood@1")).await;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..SENDS {
+        let mut client = client.clone();
+        sends.spawn(async move {
+            let messages = vec![message("flood", &format!("flood-{i}"), None, vec![1; 1024])];
+            client.send_message(pb::SendMessageRequest { messages }).await.map(|r| code(&r.into_inner().status))
+        });
+    }
+    let mut failures = Vec::new();
+    while let Some(outcome) = sends.join_next().await {
+        match outcome.unwrap() {
+            Ok(pb::Code::Ok) => {}
+            other => failures.push(format!("{other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{} of {SENDS} sends failed, e.g. {:?}", failures.len(), failures.first());
+    let scrape = broker.scrape().unwrap();
+    assert_eq!(weir_tests::metric_sum(&scrape, "rocketmq_messages_in_total", &[("topic", "flood")]), SENDS as f64);
+    still_serving(&mut broker).await;
 }
