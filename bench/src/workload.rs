@@ -168,7 +168,21 @@ where
         let began = match per_unit {
             Some(step) => {
                 let due = start + step.mul_f64(k as f64);
-                tokio::time::sleep_until(due.into()).await;
+                // Sends in flight only make progress while polled: keep answering them until the
+                // next one is due (sleeping alone left them unsent until the window filled up,
+                // which added window x interval to every latency).
+                let wait = tokio::time::sleep_until(due.into());
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = &mut wait => break,
+                        Some((began, result)) = inflight.next() => {
+                            result?;
+                            latency.record(began.elapsed(), batch);
+                        }
+                    }
+                }
                 due
             }
             None => Instant::now(),

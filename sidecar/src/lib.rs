@@ -7,6 +7,7 @@ pub mod clients;
 pub mod cluster;
 pub mod consume;
 pub mod delay;
+pub mod digest;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

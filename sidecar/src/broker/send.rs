@@ -51,14 +51,26 @@ const MAX_FIELD_LEN: usize = 128;
 /// Recent sends by (topic, message id), so a client's retry of a send that did succeed is answered
 /// with the original result instead of storing the message twice.
 ///
-/// Entries are keyed by a seeded hash of topic and id, so neither a lookup nor a record allocates
-/// a key; a hit is confirmed by the id kept in the receipt (ids are unique per client, so two sends
-/// that agree on the 64-bit hash and the id are the same send).
+/// Entries hold no strings, so remembering a send allocates nothing and the table stays small in
+/// the cache: an entry is keyed by a seeded 64-bit hash of topic and id and confirmed by a second,
+/// independently seeded hash (a false match needs two different sends to agree on both).
 #[derive(Debug, Default)]
 pub(super) struct SendDedup {
-    hasher: foldhash::fast::RandomState,
-    seen: HashMap<u64, (SendReceipt, Instant), foldhash::fast::RandomState>,
+    key: foldhash::fast::RandomState,
+    check: foldhash::fast::RandomState,
+    seen: HashMap<u64, Remembered, foldhash::fast::RandomState>,
     order: VecDeque<(u64, Instant)>,
+}
+
+/// What a remembered send answered.
+#[derive(Debug)]
+struct Remembered {
+    check: u64,
+    partition: u32,
+    offset: u64,
+    at: Instant,
+    /// Half messages only.
+    transaction_id: Option<Box<str>>,
 }
 
 const DEDUP_CAPACITY: usize = 100_000;
@@ -66,22 +78,32 @@ const DEDUP_CAPACITY: usize = 100_000;
 const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 
 impl SendDedup {
-    fn key(&self, topic: &str, id: &str) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.hasher, (topic, id))
+    fn hashes(&self, topic: &str, id: &str) -> (u64, u64) {
+        use std::hash::BuildHasher;
+        (self.key.hash_one((topic, id)), self.check.hash_one((topic, id)))
     }
 
     fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
-        let (r, at) = self.seen.get(&self.key(topic, id))?;
-        (r.message_id == id && at.elapsed() < DEDUP_WINDOW).then(|| r.clone())
+        let (key, check) = self.hashes(topic, id);
+        let r = self.seen.get(&key).filter(|r| r.check == check && r.at.elapsed() < DEDUP_WINDOW)?;
+        Some(SendReceipt {
+            message_id: id.to_owned(),
+            partition: r.partition,
+            offset: r.offset,
+            transaction_id: r.transaction_id.as_deref().unwrap_or_default().to_owned(),
+        })
     }
 
-    fn insert(&mut self, topic: &str, receipt: SendReceipt, now: Instant) {
-        let key = self.key(topic, &receipt.message_id);
+    fn insert(&mut self, topic: &str, receipt: &SendReceipt, now: Instant) {
+        let (key, check) = self.hashes(topic, &receipt.message_id);
+        let transaction_id = (!receipt.transaction_id.is_empty()).then(|| receipt.transaction_id.as_str().into());
+        let remembered =
+            Remembered { check, partition: receipt.partition, offset: receipt.offset, at: now, transaction_id };
         self.order.push_back((key, now));
-        self.seen.insert(key, (receipt, now));
+        self.seen.insert(key, remembered);
         while self.order.len() > DEDUP_CAPACITY || self.order.front().is_some_and(|(_, t)| now - *t > DEDUP_WINDOW) {
             let (k, t) = self.order.pop_front().expect("non-empty");
-            if self.seen.get(&k).is_some_and(|(_, at)| *at == t) {
+            if self.seen.get(&k).is_some_and(|r| r.at == t) {
                 self.seen.remove(&k);
             }
         }
@@ -129,8 +151,11 @@ impl Broker {
         let mut records = Vec::new();
         let mut pending = Vec::new();
         let mut durability = Durability::Async;
-        for (slot, message) in messages.into_iter().enumerate() {
-            match self.prepare(message) {
+        let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
+        let digests = crate::digest::md5_of_each(&bodies);
+        drop(bodies);
+        for (slot, (message, digest)) in messages.into_iter().zip(digests).enumerate() {
+            match self.prepare(message, digest) {
                 Ok(Prepared::Duplicate(receipt)) => results[slot] = Some(Ok(receipt)),
                 Ok(Prepared::New { record, topic, receipt, body_len, message_type }) => {
                     if topic.config.durability == Durability::Sync {
@@ -162,7 +187,7 @@ impl Broker {
                         if indexed {
                             receipt.offset = a.queue_offset;
                         }
-                        dedup.insert(&topic.config.name, receipt.clone(), now);
+                        dedup.insert(&topic.config.name, &receipt, now);
                         results[slot] = Some(Ok(receipt));
                     }
                 }
@@ -207,8 +232,9 @@ impl Broker {
         }
     }
 
-    /// Validates a message and encodes its record, or finds that it was already stored.
-    fn prepare(&self, m: IncomingMessage) -> Result<Prepared, BrokerError> {
+    /// Validates a message and encodes its record (with `digest`, the MD5 of its body), or finds
+    /// that it was already stored.
+    fn prepare(&self, m: IncomingMessage, digest: [u8; 16]) -> Result<Prepared, BrokerError> {
         let topic = self.catalog.topic(&m.topic)?;
         if !topic.config.access.writable() {
             return Err(BrokerError::Forbidden(format!("topic {} is read-only (spec.permission)", topic.config.name)));
@@ -270,7 +296,7 @@ impl Broker {
             store_timestamp_ms: store_time,
             delivery_timestamp_ms: m.delivery_timestamp_ms.unwrap_or(0),
             user_properties: m.user_properties,
-            body_md5: Bytes::copy_from_slice(&Md5::digest(&m.body)),
+            body_md5: Bytes::copy_from_slice(&digest),
             body: m.body,
             trace_context: m.trace_context,
             dead_letter: None,
@@ -379,5 +405,41 @@ fn stored_type(t: MessageType) -> StoredMessageType {
         MessageType::Fifo => StoredMessageType::Fifo,
         MessageType::Delay => StoredMessageType::Delay,
         MessageType::Transaction => StoredMessageType::Transaction,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(id: &str, partition: u32, offset: u64, transaction_id: &str) -> SendReceipt {
+        SendReceipt { message_id: id.into(), partition, offset, transaction_id: transaction_id.into() }
+    }
+
+    #[test]
+    fn a_retried_send_gets_the_first_answer() {
+        let mut dedup = SendDedup::default();
+        let now = Instant::now();
+        dedup.insert("orders", &receipt("id-1", 3, 42, ""), now);
+        dedup.insert("orders", &receipt("id-2", 1, 7, "0-00000000000000a1"), now);
+        assert_eq!(dedup.get("orders", "id-1"), Some(receipt("id-1", 3, 42, "")));
+        assert_eq!(dedup.get("orders", "id-2"), Some(receipt("id-2", 1, 7, "0-00000000000000a1")));
+        // The same id on another topic, or another id, is a different send.
+        assert_eq!(dedup.get("payments", "id-1"), None);
+        assert_eq!(dedup.get("orders", "id-3"), None);
+    }
+
+    #[test]
+    fn the_oldest_sends_are_forgotten_past_the_capacity() {
+        let mut dedup = SendDedup::default();
+        let now = Instant::now();
+        for i in 0..DEDUP_CAPACITY + 10 {
+            dedup.insert("t", &receipt(&format!("m{i}"), 0, i as u64, ""), now);
+        }
+        assert_eq!(dedup.seen.len(), DEDUP_CAPACITY);
+        assert_eq!(dedup.get("t", "m9"), None);
+        assert_eq!(dedup.get("t", "m10"), Some(receipt("m10", 0, 10, "")));
+        let last = DEDUP_CAPACITY + 9;
+        assert_eq!(dedup.get("t", &format!("m{last}")), Some(receipt(&format!("m{last}"), 0, last as u64, "")));
     }
 }
