@@ -73,12 +73,13 @@ pub async fn produce(channel: Channel, producer: usize, settings: &Settings) -> 
     .await
 }
 
-/// Acknowledgements a consumer keeps in flight while it already receives the next batch (as the
+/// Acknowledgements a receive loop keeps in flight while it already receives the next batch (as the
 /// SDKs' push consumers do: acks go out on their own while receiving goes on).
 const ACKS_IN_FLIGHT: usize = 4;
 
-/// One consumer of the group: receives until `remaining` reaches zero, acknowledging each batch
-/// in the background; returns the end-to-end latencies (stamp to receipt) once every
+/// One consumer of the group: `settings.receives` receive loops on one connection (as a push
+/// consumer keeps a receive in flight per queue) until `remaining` reaches zero, acknowledging each
+/// batch in the background; returns the end-to-end latencies (stamp to receipt) once every
 /// acknowledgement has been answered.
 pub async fn consume(
     channel: Channel,
@@ -86,8 +87,23 @@ pub async fn consume(
     settings: &Settings,
     remaining: Arc<AtomicU64>,
 ) -> Result<Latency> {
-    let mut client = MessagingServiceClient::new(channel).max_decoding_message_size(256 << 20);
+    let client = MessagingServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let client_id = format!("bench-consumer-{consumer}");
+    let loops = (0..settings.receives.max(1)).map(|_| receive_loop(client.clone(), &client_id, settings, &remaining));
+    let mut latency = Latency::default();
+    for done in futures::future::join_all(loops).await {
+        latency.merge(&done?);
+    }
+    Ok(latency)
+}
+
+/// Receives and acknowledges until `remaining` reaches zero.
+async fn receive_loop(
+    mut client: MessagingServiceClient<Channel>,
+    client_id: &str,
+    settings: &Settings,
+    remaining: &AtomicU64,
+) -> Result<Latency> {
     let mut latency = Latency::default();
     let mut acks = tokio::task::JoinSet::new();
     while remaining.load(Ordering::Relaxed) > 0 {
@@ -104,7 +120,7 @@ pub async fn consume(
             long_polling_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
             attempt_id: None,
         };
-        let mut stream = client.receive_message(request(&client_id, receive)).await?.into_inner();
+        let mut stream = client.receive_message(request(client_id, receive)).await?.into_inner();
         let mut entries = Vec::new();
         while let Some(item) = stream.message().await? {
             if let Some(Content::Message(m)) = item.content {
@@ -128,7 +144,7 @@ pub async fn consume(
             acks.join_next().await.expect("acks in flight")??;
         }
         let ack = pb::AckMessageRequest { group: resource(GROUP), topic: resource(TOPIC), entries };
-        let (mut client, request) = (client.clone(), request(&client_id, ack));
+        let (mut client, request) = (client.clone(), request(client_id, ack));
         acks.spawn(async move {
             let response = client.ack_message(request).await?.into_inner();
             ok(response.status.as_ref(), "AckMessage")

@@ -57,6 +57,10 @@ pub struct Settings {
     /// Messages fetched per receive.
     #[arg(long, default_value_t = 64)]
     pub receive_batch: usize,
+    /// Receives each Weir consumer keeps in flight (a push consumer keeps one per queue; the
+    /// JetStream pull consumer asks for its next batch before the current one is used up).
+    #[arg(long, default_value_t = 2)]
+    pub receives: usize,
     /// Publish at this fixed rate (msgs/s, open loop: latency counts from the intended send
     /// time); unset: as fast as acknowledgements allow.
     #[arg(long)]

@@ -221,7 +221,9 @@ pub enum Durability {
     /// Ack after fdatasync of the group commit.
     #[default]
     Sync,
-    /// Ack after the page cache; flushed every flushInterval.
+    /// Ack after the page cache; flushed every flushInterval. Consumers' acknowledgements of the
+    /// topic are kept the same way (after a power loss the last acknowledged messages may be
+    /// delivered again).
     Async,
 }
 

@@ -315,9 +315,21 @@ impl Broker {
             .ok_or_else(|| BrokerError::internal("consumer progress missing after its start was logged"))
     }
 
+    /// Logs consumer progress, synced before this returns.
     async fn append_progress(&self, records: Vec<ProgressRecord>) -> Result<(), BrokerError> {
+        self.append_progress_as(records, Durability::Sync).await
+    }
+
+    /// Logs consumer progress with `durability`: acknowledgements are kept as durably as the
+    /// topic keeps its messages, so an `Async` topic's acks cost no fdatasync (a power loss may
+    /// then deliver its last acknowledged messages again: at least once, never lost).
+    async fn append_progress_as(
+        &self,
+        records: Vec<ProgressRecord>,
+        durability: Durability,
+    ) -> Result<(), BrokerError> {
         let records = records.into_iter().map(|r| AppendRecord::state(RecordKind::Ack, r.encode_to_vec())).collect();
-        self.store.append(records, Durability::Sync).await?;
+        self.store.append(records, durability).await?;
         Ok(())
     }
 

@@ -155,8 +155,8 @@ impl Broker {
         }
     }
 
-    /// Acknowledges messages by receipt handle; one result per handle. Acks are durable when this
-    /// returns.
+    /// Acknowledges messages by receipt handle; one result per handle. Acks are as durable as the
+    /// topic's messages when this returns (synced for `Sync` topics).
     pub async fn ack(
         &self,
         group: &str,
@@ -203,7 +203,7 @@ impl Broker {
             })
             .collect();
         if !records.is_empty()
-            && let Err(e) = self.append_progress(records).await
+            && let Err(e) = self.append_progress_as(records, topic.config.durability).await
         {
             return Ok(results.into_iter().map(|r| r.and(Err(e.clone()))).collect());
         }
