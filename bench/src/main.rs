@@ -25,6 +25,11 @@ use clap::{Parser, Subcommand};
 use tokio::task::JoinSet;
 
 use system::{Environment, Server, System};
+
+/// The load generator allocates per message for every system alike (payloads, requests); mimalloc
+/// keeps that cost, which shares the machine with the server, low.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use workload::{Latency, Scenario, Settings};
 
 #[derive(Debug, Parser)]
@@ -150,9 +155,21 @@ async fn run(system: System, scenario: Scenario, settings: &Settings, server: &S
     Ok(outcome)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let (system, scenario, settings, env, nats_server, json) = match Cli::parse().command {
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Run { settings, .. } => settings.client_threads,
+        Command::Compare(_) => 1,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?
+        .block_on(run_cli(cli))
+}
+
+async fn run_cli(cli: Cli) -> Result<()> {
+    let (system, scenario, settings, env, nats_server, json) = match cli.command {
         Command::Run { system, scenario, settings, env, nats_server, json } => {
             (system, scenario, settings, env, nats_server, json)
         }

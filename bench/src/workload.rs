@@ -75,6 +75,9 @@ pub struct Settings {
     /// consumer each) instead of sharing them.
     #[arg(long)]
     pub fan_out: bool,
+    /// Threads of the load generator (it shares the machine with the server under test).
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
     /// Give up (and fail) if the run has not finished after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub max_seconds: u64,

@@ -32,6 +32,10 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WEIR_LOG_FORMAT", global = true)]
     log_format: LogFormat,
+    /// Threads serving requests (the commit-log writer has its own). Default: one per CPU the
+    /// process may use (its cgroup CPU limit included).
+    #[arg(long, env = "WEIR_WORKER_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -343,14 +347,21 @@ async fn kubernetes(args: KubernetesArgs) -> Result<()> {
     result
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let result = match cli.command {
-        Command::Standalone(args) => standalone(args).await,
-        Command::Kubernetes(args) => kubernetes(args).await,
-    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = cli.worker_threads {
+        runtime.worker_threads(threads.into());
+    }
+    let result = runtime.enable_all().build().context("starting the async runtime").and_then(|runtime| {
+        runtime.block_on(async {
+            match cli.command {
+                Command::Standalone(args) => standalone(args).await,
+                Command::Kubernetes(args) => kubernetes(args).await,
+            }
+        })
+    });
     if let Err(e) = result.context("weir-sidecar failed") {
         eprintln!("error: {e:#}");
         std::process::exit(1);
