@@ -41,7 +41,7 @@ use frame::RecordKind;
 use index::{IndexEntry, PartitionIndex};
 pub use recovery::RecoveryReport;
 pub use writer::AppendRecord;
-use writer::Command;
+use writer::{Command, Committer};
 
 /// Errors of the storage engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -327,6 +327,7 @@ const MAX_PREFETCH_SPAN: u64 = 16 << 20;
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<StoreInner>,
+    committer: Arc<Committer>,
     tx: Arc<Mutex<Option<std::sync::mpsc::Sender<Command>>>>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -389,12 +390,14 @@ impl Store {
         let report = inner.recover(replay_from.max(inner.log.start()))?;
 
         let (tx, rx) = std::sync::mpsc::channel();
-        let writer_inner = inner.clone();
+        let committer = Arc::new(Committer::new(inner.clone()));
+        let thread_committer = committer.clone();
         let writer = std::thread::Builder::new()
             .name("weir-log-writer".into())
-            .spawn(move || writer::run(writer_inner, rx))
+            .spawn(move || writer::run(thread_committer, rx))
             .map_err(|e| StorageError::io("start writer thread", &inner.config.dir, e))?;
-        let store = Self { inner, tx: Arc::new(Mutex::new(Some(tx))), writer: Arc::new(Mutex::new(Some(writer))) };
+        let store =
+            Self { inner, committer, tx: Arc::new(Mutex::new(Some(tx))), writer: Arc::new(Mutex::new(Some(writer))) };
         Ok((store, report))
     }
 
@@ -415,7 +418,20 @@ impl Store {
         durability: Durability,
     ) -> Result<Vec<Appended>, StorageError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append { records, durability, reply })?;
+        let append = Command::Append { records, durability, reply };
+        match durability {
+            Durability::Sync => self.send(append)?,
+            Durability::Async => {
+                if let Some(reason) = self.inner.poisoned() {
+                    return Err(StorageError::Fatal(reason));
+                }
+                // Committed here (or by whoever holds the writer); the writer thread only has to
+                // start its flush timer. Once it has stopped, the append was refused anyway.
+                if self.committer.append_async(append) {
+                    let _ = self.send(Command::Tick);
+                }
+            }
+        }
         rx.await.map_err(|_| self.closed_error())?
     }
 
