@@ -76,21 +76,21 @@ struct BrokerArgs {
     #[arg(long, default_value = "127.0.0.1:9090", env = "WEIR_METRICS_LISTEN")]
     metrics_listen: SocketAddr,
     /// Size of a commit log segment (e.g. 256Mi).
-    #[arg(long, default_value = "256Mi")]
+    #[arg(long, default_value = "256Mi", env = "WEIR_SEGMENT_SIZE")]
     segment_size: String,
     /// Free space kept on the data volume for acknowledgements, indexes and checkpoints (at least
     /// one segment); sends that would use it are refused ("disk full") until space is freed.
     #[arg(long, default_value = "64Mi", env = "WEIR_MIN_FREE_SPACE")]
     min_free_space: String,
     /// How long Async-durability writes may stay unsynced (e.g. 200ms).
-    #[arg(long, default_value = "200ms")]
+    #[arg(long, default_value = "200ms", env = "WEIR_FLUSH_INTERVAL")]
     flush_interval: String,
     /// A client silent this long is gone: its in-flight messages are released and, in broadcast
     /// groups, its position is forgotten.
-    #[arg(long, default_value = "120s")]
+    #[arg(long, default_value = "120s", env = "WEIR_CLIENT_TTL")]
     client_ttl: String,
     /// How often consumer progress and indexes are checkpointed (bounds the replay on restart).
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value = "5s", env = "WEIR_CHECKPOINT_INTERVAL")]
     checkpoint_interval: String,
     /// PEM certificate chain: serve gRPC and /metrics over TLS (with --tls-key).
     #[arg(long, env = "WEIR_TLS_CERT", requires = "tls_key")]
@@ -127,19 +127,19 @@ struct StandaloneArgs {
     #[arg(long, env = "WEIR_ADVERTISE_HOST")]
     advertise_host: Option<String>,
     /// Refuse unknown topics and groups instead of creating them on first use.
-    #[arg(long)]
+    #[arg(long, env = "WEIR_NO_AUTO_CREATE")]
     no_auto_create: bool,
     /// Partitions of auto-created topics.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, env = "WEIR_DEFAULT_PARTITIONS")]
     default_partitions: u32,
     /// Durability of auto-created topics.
-    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync, env = "WEIR_DEFAULT_DURABILITY")]
     default_durability: DurabilityArg,
     /// Delete log segments older than this (default: the longest retention of the declared topics, else 72h).
-    #[arg(long)]
+    #[arg(long, env = "WEIR_RETENTION_TIME")]
     retention_time: Option<String>,
     /// Delete the oldest log segments while the log is larger than this (e.g. 50Gi).
-    #[arg(long)]
+    #[arg(long, env = "WEIR_RETENTION_BYTES")]
     retention_bytes: Option<String>,
     /// This broker's id (it names the broker in receipt handles and transaction ids).
     #[arg(long, default_value_t = 0, env = "WEIR_BROKER_ID")]
@@ -163,7 +163,7 @@ struct KubernetesArgs {
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: String,
     /// The cluster's DNS domain (pods are reached at <pod>.<statefulset>.<namespace>.svc.<domain>).
-    #[arg(long, default_value = weir_crds::naming::DEFAULT_CLUSTER_DOMAIN)]
+    #[arg(long, default_value = weir_crds::naming::DEFAULT_CLUSTER_DOMAIN, env = "WEIR_CLUSTER_DOMAIN")]
     cluster_domain: String,
 }
 

@@ -168,11 +168,16 @@ impl Broker {
         let group = self.catalog.consumer(group, client)?;
         let mut results = Vec::with_capacity(handles.len());
         let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut held = HeldLeases(Vec::new());
         for handle in handles {
             let checked = self.lease_of(&group, &topic, handle).and_then(|(progress, receipt)| {
-                let p = progress.lock();
-                match p.check(receipt.offset, receipt.generation) {
-                    Ok(_) => Ok(Some(receipt)),
+                let mut p = progress.lock();
+                match p.hold(receipt.offset, receipt.generation) {
+                    Ok(()) => {
+                        drop(p);
+                        held.0.push((progress, receipt));
+                        Ok(Some(receipt))
+                    }
                     // Acknowledging something already done is harmless (a retried ack).
                     Err(LeaseError::NotLeased) if p.is_done(receipt.offset) => Ok(None),
                     Err(LeaseError::NotLeased) => Err(BrokerError::InvalidReceiptHandle(
@@ -207,6 +212,8 @@ impl Broker {
         {
             return Ok(results.into_iter().map(|r| r.and(Err(e.clone()))).collect());
         }
+        // Written: applying the records marks the offsets done, which ends the holds.
+        held.0.clear();
         Ok(results)
     }
 
@@ -236,6 +243,18 @@ impl Broker {
             Err(LeaseError::NotLeased) => {
                 Err(BrokerError::InvalidReceiptHandle("the message is no longer delivered under this handle".into()))
             }
+        }
+    }
+}
+
+/// Leases held while their acks are written; released (to expire as they would have) if the write
+/// fails or the ack is abandoned before it is written.
+struct HeldLeases(Vec<(Arc<Mutex<Progress>>, Receipt)>);
+
+impl Drop for HeldLeases {
+    fn drop(&mut self) {
+        for (progress, receipt) in self.0.drain(..) {
+            progress.lock().unhold(receipt.offset, receipt.generation);
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct Progress {
     deferred_groups: HashMap<u32, usize>,
     /// Done offsets handed back to the group (a dead-letter resend): delivered again.
     revived: BTreeSet<u64>,
+    /// Leased offsets whose ack is being made durable: out of expiry, so an ack the broker accepted
+    /// cannot race a redelivery of the same message.
+    held: BTreeSet<u64>,
 }
 
 impl Progress {
@@ -217,6 +220,7 @@ impl Progress {
     }
 
     fn drop_lease(&mut self, offset: u64) -> Option<Lease> {
+        self.held.remove(&offset);
         let lease = self.leases.remove(&offset)?;
         self.expiries.remove(&(lease.deadline, offset));
         if lease.group_hash != 0 && self.leased_groups.get(&lease.group_hash) == Some(&offset) {
@@ -274,6 +278,25 @@ impl Progress {
         }
     }
 
+    /// Holds the lease `generation` refers to while its ack is written: it no longer expires, so the
+    /// message is not delivered again between the broker accepting the ack and applying it (when
+    /// the ack becomes durable the offset is marked done, which drops the lease).
+    pub fn hold(&mut self, offset: u64, generation: u64) -> Result<(), LeaseError> {
+        let deadline = self.check(offset, generation)?.deadline;
+        self.expiries.remove(&(deadline, offset));
+        self.held.insert(offset);
+        Ok(())
+    }
+
+    /// The ack of a held lease failed: the lease expires as it would have (at once if it is due).
+    pub fn unhold(&mut self, offset: u64, generation: u64) {
+        if let Ok(deadline) = self.check(offset, generation).map(|l| l.deadline)
+            && self.held.remove(&offset)
+        {
+            self.expiries.insert((deadline, offset));
+        }
+    }
+
     /// Changes the deadline of the lease `generation` refers to and gives it a new generation. The
     /// client now decides when the message comes back (a push consumer's nack), so the broker stops
     /// renewing it automatically.
@@ -294,8 +317,12 @@ impl Progress {
 
     /// Releases every lease of `client` so the messages are redelivered at once (the client left).
     pub fn release_client(&mut self, client: &str, now: Instant) -> usize {
-        let theirs: Vec<(u64, Lease)> =
-            self.leases.iter().filter(|(_, l)| &*l.client == client).map(|(o, l)| (*o, l.clone())).collect();
+        let theirs: Vec<(u64, Lease)> = self
+            .leases
+            .iter()
+            .filter(|(o, l)| &*l.client == client && !self.held.contains(o))
+            .map(|(o, l)| (*o, l.clone()))
+            .collect();
         for (offset, mut lease) in theirs.iter().cloned() {
             lease.deadline = now;
             lease.auto_renew = false;
@@ -342,6 +369,26 @@ mod tests {
         assert_eq!(p.check(2, 2).map(|l| l.attempt), Ok(1));
         assert_eq!(p.check(2, 9), Err(LeaseError::Superseded));
         assert_eq!(p.check(0, 0), Err(LeaseError::NotLeased));
+    }
+
+    #[test]
+    fn a_held_lease_does_not_expire_until_its_ack_is_applied_or_fails() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(15);
+        let mut p = Progress::starting_at(0);
+        p.lease(0, lease(now, 10, 1));
+        p.lease(1, lease(now, 10, 2));
+        assert_eq!(p.hold(0, 9), Err(LeaseError::Superseded));
+        p.hold(0, 1).unwrap();
+        p.hold(1, 2).unwrap();
+        assert!(p.expired(later, 10).is_empty(), "held leases do not expire");
+        assert_eq!(p.release_client("c1", later), 0, "a client leaving does not release held leases");
+        // The ack of 0 was applied; the ack of 1 failed, so 1 expires as it would have.
+        assert!(p.mark_done(0));
+        p.unhold(1, 2);
+        assert_eq!(p.expired(later, 10).iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![1]);
+        p.unhold(1, 2);
+        assert_eq!(p.expired(later, 10).len(), 1, "unhold twice is harmless");
     }
 
     #[test]

@@ -37,7 +37,8 @@ use tokio::sync::oneshot;
 
 use crate::storage::frame::{self, HEADER_LEN, RecordKind};
 use crate::storage::index::IndexEntry;
-use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner};
+use crate::storage::segment::Segment;
+use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner, StoreMetrics};
 
 /// One record to append.
 #[derive(Debug)]
@@ -107,6 +108,7 @@ struct Waiter {
 
 /// The writer and the `Async` appends waiting for it. Whoever holds `writer` commits.
 pub(crate) struct Committer {
+    inner: Arc<StoreInner>,
     writer: Mutex<Writer>,
     waiting: Mutex<Vec<Command>>,
     /// Bytes of one group at most.
@@ -117,14 +119,14 @@ impl Committer {
     pub(crate) fn new(inner: Arc<StoreInner>) -> Self {
         let limit = MAX_GROUP_BYTES.min(inner.config.segment_bytes as usize / 2);
         let writer = Writer {
-            inner,
+            inner: inner.clone(),
             buf: Vec::with_capacity(1 << 20),
             unsynced_since: None,
             disk_full: false,
             closed: false,
             free_space: None,
         };
-        Self { writer: Mutex::new(writer), waiting: Mutex::new(Vec::new()), limit }
+        Self { inner, writer: Mutex::new(writer), waiting: Mutex::new(Vec::new()), limit }
     }
 
     /// Queues an `Async` append and, unless another thread is committing (it will take this one
@@ -183,7 +185,38 @@ impl Committer {
             if group.is_empty() {
                 return;
             }
-            writer.commit(group);
+            let others = writer.commit(group);
+            debug_assert!(others.is_empty(), "only appends wait for the inline committer");
+        }
+    }
+
+    /// Makes everything written so far durable without holding the writer while the fdatasync
+    /// runs, so appends go on meanwhile; `capture` runs with the writer before the sync starts.
+    /// Returns the position the sync reached and what `capture` returned. A failure is fatal.
+    fn sync_outside<T>(&self, capture: impl FnOnce(&Writer) -> T) -> Result<(u64, T), StorageError> {
+        let (point, captured) = self.with_writer(|w| (w.sync_point(), capture(w)));
+        let result = point.sync(&self.inner.metrics);
+        self.with_writer(|w| match &result {
+            Ok(()) => w.synced(&point),
+            Err(e) => w.die(e),
+        });
+        result.map(|()| (point.end, captured))
+    }
+
+    /// Runs the flushes and checkpoints the writer thread was given.
+    fn run_others(&self, others: Vec<Command>) {
+        for cmd in others {
+            match cmd {
+                Command::Capture { reply } => {
+                    let result = self.sync_outside(|w| w.inner.state.snapshot());
+                    let _ = reply.send(result);
+                }
+                Command::Flush { reply } => {
+                    let _ = reply.send(self.sync_outside(|_| ()).map(|(end, ())| end));
+                }
+                Command::Append { .. } => unreachable!("appends are handled by commit"),
+                Command::Tick => {}
+            }
         }
     }
 }
@@ -191,7 +224,7 @@ impl Committer {
 /// The writer thread: commits what the channel brings (`Sync` appends, flushes, checkpoints) and
 /// syncs `Async` data when the flush interval runs out. Runs until every sender is gone.
 pub(crate) fn run(committer: Arc<Committer>, rx: Receiver<Command>) {
-    let flush_every = committer.with_writer(|w| w.inner.config.async_flush_interval);
+    let flush_every = committer.inner.config.async_flush_interval;
     let limit = committer.limit;
     let mut carry: Option<Command> = None;
     loop {
@@ -207,13 +240,11 @@ pub(crate) fn run(committer: Arc<Committer>, rx: Receiver<Command>) {
             Ok(Command::Tick) => continue,
             Ok(cmd) => cmd,
             Err(RecvTimeoutError::Timeout) => {
-                committer.with_writer(|writer| {
-                    if writer.unsynced_since.is_some_and(|t| t.elapsed() >= flush_every)
-                        && let Err(e) = writer.sync()
-                    {
-                        writer.die(&e);
-                    }
-                });
+                let due = committer.with_writer(|w| w.unsynced_since.is_some_and(|t| t.elapsed() >= flush_every));
+                if due {
+                    // A failure poisons the store inside.
+                    let _ = committer.sync_outside(|_| ());
+                }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -236,7 +267,8 @@ pub(crate) fn run(committer: Arc<Committer>, rx: Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        committer.with_writer(|writer| writer.commit(group));
+        let others = committer.with_writer(|writer| writer.commit(group));
+        committer.run_others(others);
     }
     let mut writer = committer.writer.lock();
     committer.drain_waiting(&mut writer);
@@ -274,6 +306,24 @@ struct Writer {
     free_space: Option<FreeSpace>,
 }
 
+/// An fdatasync of the active segment up to `end`, which may run while others keep writing (an
+/// fdatasync covers everything written to the file before it started).
+struct SyncPoint {
+    segment: Arc<Segment>,
+    end: u64,
+    started: Instant,
+}
+
+impl SyncPoint {
+    fn sync(&self, metrics: &StoreMetrics) -> Result<(), StorageError> {
+        self.segment
+            .sync()
+            .map_err(|e| StorageError::Fatal(format!("fdatasync of {} failed: {e}", self.segment.path().display())))?;
+        metrics.observe_fsync(self.started.elapsed());
+        Ok(())
+    }
+}
+
 /// Free space of the data volume as measured at some instant, and what was written since.
 #[derive(Debug, Clone, Copy)]
 struct FreeSpace {
@@ -287,18 +337,20 @@ struct FreeSpace {
 const FREE_SPACE_TRUSTED: Duration = Duration::from_millis(100);
 
 impl Writer {
-    fn commit(&mut self, group: Vec<Command>) {
+    /// Writes the appends of `group` as one group; returns its other commands (flushes and
+    /// checkpoints), which the writer thread runs without holding the writer.
+    fn commit(&mut self, group: Vec<Command>) -> Vec<Command> {
         if let Some(reason) = self.inner.poisoned() {
             for cmd in group {
                 fail(cmd, StorageError::Fatal(reason.clone()));
             }
-            return;
+            return Vec::new();
         }
         if self.closed {
             for cmd in group {
                 fail(cmd, StorageError::Closed);
             }
-            return;
+            return Vec::new();
         }
         let mut appends = Vec::new();
         let mut others = Vec::new();
@@ -333,7 +385,7 @@ impl Writer {
         if !appends.is_empty() {
             self.append_group(appends);
         }
-        self.run_others(others);
+        others
     }
 
     /// Frames, writes and (if asked) syncs one group, then publishes it and answers its waiters.
@@ -445,39 +497,25 @@ impl Writer {
         }
     }
 
-    fn run_others(&mut self, others: Vec<Command>) {
-        for cmd in others {
-            match cmd {
-                Command::Capture { reply } => {
-                    let result = self.sync().map(|()| (self.inner.log.end(), self.inner.state.snapshot()));
-                    if let Err(e) = &result {
-                        self.die(e);
-                    }
-                    let _ = reply.send(result);
-                }
-                Command::Flush { reply } => {
-                    let result = self.sync().map(|()| self.inner.log.end());
-                    if let Err(e) = &result {
-                        self.die(e);
-                    }
-                    let _ = reply.send(result);
-                }
-                Command::Append { .. } => unreachable!("appends are handled by commit"),
-                Command::Tick => {}
-            }
-        }
+    /// Where a sync started now, without the writer, will reach.
+    fn sync_point(&self) -> SyncPoint {
+        let segment = self.inner.log.active();
+        SyncPoint { end: segment.end(), segment, started: Instant::now() }
     }
 
-    /// fdatasync of the active segment.
+    /// Records a sync of `point` that ran without the writer: what was written meanwhile is
+    /// still unsynced (as of when the sync started, at the latest).
+    fn synced(&mut self, point: &SyncPoint) {
+        self.inner.log.mark_durable(point.end);
+        self.unsynced_since = (self.inner.log.end() > point.end).then_some(point.started);
+    }
+
+    /// fdatasync of the active segment, holding the writer (a `Sync` group must be durable before
+    /// it is published and the next group is written).
     fn sync(&mut self) -> Result<(), StorageError> {
-        let active = self.inner.log.active();
-        let timer = Instant::now();
-        active
-            .sync()
-            .map_err(|e| StorageError::Fatal(format!("fdatasync of {} failed: {e}", active.path().display())))?;
-        self.inner.metrics.observe_fsync(timer.elapsed());
-        self.inner.log.mark_durable(active.end());
-        self.unsynced_since = None;
+        let point = self.sync_point();
+        point.sync(&self.inner.metrics)?;
+        self.synced(&point);
         Ok(())
     }
 
