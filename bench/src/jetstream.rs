@@ -3,13 +3,12 @@
 //! pull consumer with explicit acks.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 
-use crate::workload::{self, Latency, Settings};
+use crate::workload::{self, Latency, Remaining, Settings};
 
 const STREAM: &str = "BENCH";
 const CONSUMER: &str = "bench";
@@ -59,7 +58,7 @@ pub async fn consume(
     js: jetstream::Context,
     consumer: usize,
     settings: &Settings,
-    remaining: Arc<AtomicU64>,
+    remaining: Arc<Remaining>,
 ) -> Result<Latency> {
     let stream = create_stream(&js).await?;
     let name = if settings.fan_out { format!("{CONSUMER}-{consumer}") } else { CONSUMER.to_owned() };
@@ -73,9 +72,10 @@ pub async fn consume(
     let mut messages =
         consumer.stream().max_messages_per_batch(settings.receive_batch).messages().await.context("pulling")?;
     let mut latency = Latency::default();
-    while remaining.load(Ordering::Relaxed) > 0 {
-        let Ok(next) = tokio::time::timeout(std::time::Duration::from_secs(1), messages.next()).await else {
-            continue;
+    while !remaining.is_done() {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            () = remaining.finished() => break,
         };
         let Some(message) = next else { break };
         let message = message.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
@@ -83,7 +83,7 @@ pub async fn consume(
             latency.record(age, 1);
         }
         message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-        let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(1)));
+        remaining.received(1);
     }
     Ok(latency)
 }

@@ -16,8 +16,6 @@ mod weir;
 mod workload;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -30,7 +28,7 @@ use system::{Environment, Server, System};
 /// keeps that cost, which shares the machine with the server, low.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use workload::{Latency, Scenario, Settings};
+use workload::{Latency, Remaining, Scenario, Settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "weir-bench", version, about = "Benchmark Weir and NATS JetStream with the same workload")]
@@ -93,10 +91,10 @@ async fn produce_all(system: System, server: &Server, settings: &Settings) -> Re
 /// Starts the consumers. They draw from one shared count of `expected` messages, or under fan-out
 /// each must receive all of them.
 fn spawn_consumers(system: System, server: &Server, settings: &Settings, expected: u64) -> JoinSet<Result<Latency>> {
-    let shared = Arc::new(AtomicU64::new(expected));
+    let shared = Remaining::new(expected);
     let mut consumers = JoinSet::new();
     for c in 0..settings.consumers {
-        let remaining = if settings.fan_out { Arc::new(AtomicU64::new(expected)) } else { shared.clone() };
+        let remaining = if settings.fan_out { Remaining::new(expected) } else { shared.clone() };
         let (address, settings) = (server.address.clone(), settings.clone());
         consumers.spawn(async move {
             match system {

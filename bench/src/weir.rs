@@ -2,7 +2,6 @@
 //! a batch of messages, long-polling ReceiveMessage, batched AckMessage).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use tonic::transport::Channel;
@@ -10,7 +9,7 @@ use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use weir_proto::rocketmq::v2::receive_message_response::Content;
 
-use crate::workload::{self, Latency, Settings};
+use crate::workload::{self, Latency, Remaining, Settings};
 
 /// The topic every run publishes to.
 pub const TOPIC: &str = "bench";
@@ -85,7 +84,7 @@ pub async fn consume(
     channel: Channel,
     consumer: usize,
     settings: &Settings,
-    remaining: Arc<AtomicU64>,
+    remaining: Arc<Remaining>,
 ) -> Result<Latency> {
     let client = MessagingServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let client_id = format!("bench-consumer-{consumer}");
@@ -102,11 +101,11 @@ async fn receive_loop(
     mut client: MessagingServiceClient<Channel>,
     client_id: &str,
     settings: &Settings,
-    remaining: &AtomicU64,
+    remaining: &Remaining,
 ) -> Result<Latency> {
     let mut latency = Latency::default();
     let mut acks = tokio::task::JoinSet::new();
-    while remaining.load(Ordering::Relaxed) > 0 {
+    while !remaining.is_done() {
         let receive = pb::ReceiveMessageRequest {
             group: resource(GROUP),
             message_queue: Some(pb::MessageQueue { topic: resource(TOPIC), ..Default::default() }),
@@ -120,26 +119,34 @@ async fn receive_loop(
             long_polling_timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
             attempt_id: None,
         };
-        let mut stream = client.receive_message(request(client_id, receive)).await?.into_inner();
-        let mut entries = Vec::new();
-        while let Some(item) = stream.message().await? {
-            if let Some(Content::Message(m)) = item.content {
-                if let Some(age) = workload::age(&m.body) {
-                    latency.record(age, 1);
+        let receiving = async {
+            let mut stream = client.receive_message(request(client_id, receive)).await?.into_inner();
+            let mut entries = Vec::new();
+            while let Some(item) = stream.message().await? {
+                if let Some(Content::Message(m)) = item.content {
+                    if let Some(age) = workload::age(&m.body) {
+                        latency.record(age, 1);
+                    }
+                    let sys = m.system_properties.unwrap_or_default();
+                    entries.push(pb::AckMessageEntry {
+                        message_id: sys.message_id,
+                        receipt_handle: sys.receipt_handle.unwrap_or_default(),
+                        ..Default::default()
+                    });
                 }
-                let sys = m.system_properties.unwrap_or_default();
-                entries.push(pb::AckMessageEntry {
-                    message_id: sys.message_id,
-                    receipt_handle: sys.receipt_handle.unwrap_or_default(),
-                    ..Default::default()
-                });
             }
-        }
+            anyhow::Ok(entries)
+        };
+        // The other receive loops took the last messages: stop waiting for more.
+        let entries = tokio::select! {
+            entries = receiving => entries?,
+            () = remaining.finished() => break,
+        };
         if entries.is_empty() {
             continue;
         }
         let got = entries.len() as u64;
-        let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| Some(r.saturating_sub(got)));
+        remaining.received(got);
         while acks.len() >= ACKS_IN_FLIGHT {
             acks.join_next().await.expect("acks in flight")??;
         }
