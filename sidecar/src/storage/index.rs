@@ -157,7 +157,7 @@ impl PartitionIndex {
         self.end.load(Ordering::Acquire)
     }
 
-    /// Appends entries for queue offsets `end..end+n` (writer thread only). `encoded` holds `n`
+    /// Appends entries for queue offsets `end..end+n` (the publisher only, one group at a time). `encoded` holds `n`
     /// entries in the on-disk layout. They become readable when this returns.
     pub fn append(&self, encoded: &[u8]) -> Result<(), StorageError> {
         debug_assert_eq!(encoded.len() % ENTRY_LEN, 0);

@@ -8,14 +8,16 @@
 //!   checkpoint                         replay start + consumer state snapshot   (checkpoint)
 //! ```
 //!
-//! Writes go through a single group-commit writer thread ([`writer`]); reads are positioned reads
-//! from any thread. The log is the only source of truth: indexes and consumer state are rebuilt from
+//! Writes are group-committed in log order ([`writer`]): request threads write, a writer thread
+//! runs the fdatasyncs, and groups become visible in log order once durable as asked
+//! ([`publisher`]); reads are positioned reads from any thread. The log is the only source of truth: indexes and consumer state are rebuilt from
 //! it past the checkpoint on every start ([`recovery`]).
 
 pub mod checkpoint;
 pub mod commitlog;
 pub mod frame;
 pub mod index;
+mod publisher;
 pub mod record;
 pub mod recovery;
 pub mod segment;
@@ -41,7 +43,7 @@ use frame::RecordKind;
 use index::{IndexEntry, PartitionIndex};
 pub use recovery::RecoveryReport;
 pub use writer::AppendRecord;
-use writer::{Command, Committer};
+use writer::{Append, Command, Committer};
 
 /// Errors of the storage engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -417,20 +419,15 @@ impl Store {
         records: Vec<AppendRecord>,
         durability: Durability,
     ) -> Result<Vec<Appended>, StorageError> {
+        if let Some(reason) = self.inner.poisoned() {
+            return Err(StorageError::Fatal(reason));
+        }
         let (reply, rx) = oneshot::channel();
-        let append = Command::Append { records, durability, reply };
-        match durability {
-            Durability::Sync => self.send(append)?,
-            Durability::Async => {
-                if let Some(reason) = self.inner.poisoned() {
-                    return Err(StorageError::Fatal(reason));
-                }
-                // Committed here (or by whoever holds the writer); the writer thread only has to
-                // start its flush timer. Once it has stopped, the append was refused anyway.
-                if self.committer.append_async(append) {
-                    let _ = self.send(Command::Tick);
-                }
-            }
+        // Written here (or by whoever holds the writer); the writer thread runs the fdatasync a
+        // Sync append waits for, or starts its flush timer. Once it has stopped, the append was
+        // refused anyway, so a failed wake-up changes nothing.
+        if self.committer.append(Append { records, durability, reply }) {
+            let _ = self.send(Command::Wake);
         }
         rx.await.map_err(|_| self.closed_error())?
     }

@@ -1,35 +1,36 @@
 //! The group commit: appending to the commit log, one group of appends at a time.
 //!
 //! Producers and acknowledgers hand in batches of pre-encoded record bodies. A group takes
-//! everything that queued up while the previous one was being written, frames it into one buffer,
-//! issues one `pwrite` and (when any record in the group asked for `Sync` durability) one
-//! `fdatasync`, then publishes the new index entries and answers every waiter. Under load the
-//! groups grow by themselves, so the cost of a write and of an fdatasync is shared by many
-//! messages; at low load a lone message is written at once.
-//!
-//! Who commits a group depends on what it waits for:
+//! everything that queued up while the previous one was being written, frames it into one buffer
+//! and issues one `pwrite`. Under load the groups grow by themselves, so the cost of a write and
+//! of an fdatasync is shared by many messages; at low load a lone message is written at once.
 //!
 //! ```text
-//!  Async appends ──► waiting queue ──► [ committed on the caller's own thread by whichever
-//!                                        caller finds the writer free; it takes the whole queue ]
-//!  Sync appends, flushes,
-//!  checkpoints ────► channel ────────► [ writer thread: drain → frame → pwrite → fdatasync →
-//!                                        index → reply; also the Async flush timer ]
+//!  appends ──► waiting queue ──► [ written on the caller's own thread by whichever caller finds
+//!                                  the writer free; it takes the whole queue, a group at a time ]
+//!                                        │ groups in log order
+//!                                        ▼
+//!                                  publisher (publisher.rs) ──► index entries, state, answers
+//!                                        ▲ durable end
+//!  flushes, checkpoints,                 │
+//!  "a Sync group is waiting" ──► [ writer thread: fdatasync of everything written so far, while
+//!                                  the callers go on writing the next groups; the flush timer ]
 //! ```
 //!
-//! An `Async` append only needs the page cache, so the caller writes it itself (as RocketMQ's send
-//! path does) instead of waking a thread and being woken in turn: two thread hand-offs per
-//! request were a fifth of the broker's CPU. An fdatasync may take milliseconds, so it never runs
-//! on a request thread. Both paths share one lock on the writer, so groups are written, and their
-//! index entries published, one after the other in log order.
+//! A caller writes its group itself (as RocketMQ's send path does) instead of waking a thread
+//! and being woken in turn: two thread hand-offs per request were a fifth of the broker's CPU.
+//! An fdatasync may take milliseconds, so it never runs on a request thread; and since it covers
+//! everything written before it started, one runs for all the `Sync` groups written while the
+//! previous one was in progress. Writing and syncing overlap, so neither waits for the other.
 //!
 //! A failed `fdatasync` is fatal: the kernel may have dropped the dirty pages, so nothing written
 //! since the last good sync can be acknowledged, and retrying could report success for lost data.
-//! The writer fails every waiter, poisons the store and calls the fatal hook (the broker exits).
+//! The store fails every unpublished group, poisons itself and calls the fatal hook (the broker
+//! exits).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -37,6 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::storage::frame::{self, HEADER_LEN, RecordKind};
 use crate::storage::index::IndexEntry;
+use crate::storage::publisher::{Publisher, Reply, Waiter, WrittenGroup};
 use crate::storage::segment::Segment;
 use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner, StoreMetrics};
 
@@ -75,42 +77,44 @@ impl AppendRecord {
     }
 }
 
+/// One caller's records, waiting to be written.
+pub(crate) struct Append {
+    pub(crate) records: Vec<AppendRecord>,
+    pub(crate) durability: Durability,
+    pub(crate) reply: Reply,
+}
+
+impl Append {
+    fn bytes(&self) -> usize {
+        self.records.iter().map(|r| r.body.len() + HEADER_LEN).sum()
+    }
+
+    /// Whether it carries messages (acknowledgements alone may use the free-space reserve).
+    fn carries_messages(&self) -> bool {
+        self.records.iter().any(|r| r.kind == RecordKind::Message)
+    }
+}
+
 /// Work for the writer thread.
 pub(crate) enum Command {
-    Append {
-        records: Vec<AppendRecord>,
-        durability: Durability,
-        reply: Reply,
-    },
     /// Sync the log and capture (position, state snapshot) for a checkpoint.
-    Capture {
-        reply: oneshot::Sender<Result<(u64, Vec<u8>), StorageError>>,
-    },
+    Capture { reply: oneshot::Sender<Result<(u64, Vec<u8>), StorageError>> },
     /// Sync the log now.
-    Flush {
-        reply: oneshot::Sender<Result<u64, StorageError>>,
-    },
-    /// An `Async` group was committed on a caller's thread while nothing was waiting to be synced:
-    /// the writer thread sets its flush timer.
-    Tick,
+    Flush { reply: oneshot::Sender<Result<u64, StorageError>> },
+    /// A group was written on a caller's thread that waits for an fdatasync, or that started the
+    /// flush timer: the writer thread looks again.
+    Wake,
 }
 
 /// Limits of one group commit.
 const MAX_GROUP_BYTES: usize = 8 << 20;
 
-type Reply = oneshot::Sender<Result<Vec<Appended>, StorageError>>;
-
-struct Waiter {
-    reply: Reply,
-    results: Vec<Appended>,
-    durability: Durability,
-}
-
-/// The writer and the `Async` appends waiting for it. Whoever holds `writer` commits.
+/// The writer and the appends waiting for it. Whoever holds `writer` writes.
 pub(crate) struct Committer {
     inner: Arc<StoreInner>,
     writer: Mutex<Writer>,
-    waiting: Mutex<Vec<Command>>,
+    waiting: Mutex<Vec<Append>>,
+    publisher: Arc<Publisher>,
     /// Bytes of one group at most.
     limit: usize,
 }
@@ -118,46 +122,50 @@ pub(crate) struct Committer {
 impl Committer {
     pub(crate) fn new(inner: Arc<StoreInner>) -> Self {
         let limit = MAX_GROUP_BYTES.min(inner.config.segment_bytes as usize / 2);
+        let publisher = Arc::new(Publisher::new(inner.clone(), inner.log.end()));
         let writer = Writer {
             inner: inner.clone(),
+            publisher: publisher.clone(),
             buf: Vec::with_capacity(1 << 20),
+            next_offsets: HashMap::new(),
             unsynced_since: None,
             disk_full: false,
             closed: false,
             free_space: None,
         };
-        Self { inner, writer: Mutex::new(writer), waiting: Mutex::new(Vec::new()), limit }
+        Self { inner, writer: Mutex::new(writer), waiting: Mutex::new(Vec::new()), publisher, limit }
     }
 
-    /// Queues an `Async` append and, unless another thread is committing (it will take this one
-    /// too), commits everything queued on this thread. Returns whether the writer thread must now
-    /// set its flush timer (see [`Command::Tick`]).
-    pub(crate) fn append_async(&self, cmd: Command) -> bool {
-        self.waiting.lock().push(cmd);
+    /// Queues an append and, unless another thread is writing (it will take this one too), writes
+    /// everything queued on this thread. Returns whether the writer thread must now be woken: a
+    /// group waits for its fdatasync, or the flush timer must start (see [`Command::Wake`]).
+    pub(crate) fn append(&self, append: Append) -> bool {
+        self.waiting.lock().push(append);
         self.commit_waiting()
     }
 
-    /// Commits the queue while this thread can take the writer. The holder of the writer always
+    /// Writes the queue while this thread can take the writer. The holder of the writer always
     /// looks at the queue again after letting go, so an append queued while it held the writer
     /// (whose own attempt found it taken) is never left behind.
     fn commit_waiting(&self) -> bool {
-        let mut tick = false;
+        let mut wake = false;
         loop {
             if self.waiting.lock().is_empty() {
-                return tick;
+                return wake;
             }
-            let Some(mut writer) = self.writer.try_lock() else { return tick };
-            let was_unsynced = writer.unsynced_since.is_some();
-            self.drain_waiting(&mut writer);
-            tick |= !was_unsynced && writer.unsynced_since.is_some();
+            let Some(mut writer) = self.writer.try_lock() else { return wake };
+            wake |= self.drain_waiting(&mut writer);
         }
     }
 
-    /// Runs `f` with the writer (waiting for it if another thread holds it), then commits what
-    /// queued meanwhile. Every use of the writer goes through here or [`Self::commit_waiting`], so
-    /// whoever lets go of the writer first commits what others queued while it was held.
+    /// Runs `f` with the writer (waiting for it if another thread holds it) after writing what
+    /// is queued, and writes what queued meanwhile after it. Every use of the writer goes through
+    /// here or [`Self::commit_waiting`], so whoever lets go of the writer first writes what others
+    /// queued while it was held. Only the writer thread calls this, and it sends itself no
+    /// wake-up: it looks for unpublished groups after every call, before it sleeps.
     fn with_writer<T>(&self, f: impl FnOnce(&mut Writer) -> T) -> T {
         let mut writer = self.writer.lock();
+        self.drain_waiting(&mut writer);
         let result = f(&mut writer);
         self.drain_waiting(&mut writer);
         drop(writer);
@@ -165,16 +173,17 @@ impl Committer {
         result
     }
 
-    /// Commits everything queued, a group at a time.
-    fn drain_waiting(&self, writer: &mut Writer) {
+    /// Writes everything queued, a group at a time; returns whether the writer thread must look.
+    fn drain_waiting(&self, writer: &mut Writer) -> bool {
+        let mut wake = false;
         loop {
             let group = {
                 let mut waiting = self.waiting.lock();
                 let mut bytes = 0;
                 let take = waiting
                     .iter()
-                    .take_while(|cmd| {
-                        bytes += group_bytes(cmd);
+                    .take_while(|append| {
+                        bytes += append.bytes();
                         bytes <= self.limit
                     })
                     .count()
@@ -183,120 +192,113 @@ impl Committer {
                 waiting.drain(..take).collect::<Vec<_>>()
             };
             if group.is_empty() {
-                return;
+                return wake;
             }
-            let others = writer.commit(group);
-            debug_assert!(others.is_empty(), "only appends wait for the inline committer");
+            wake |= writer.commit(group);
         }
     }
 
     /// Makes everything written so far durable without holding the writer while the fdatasync
-    /// runs, so appends go on meanwhile; `capture` runs with the writer before the sync starts.
-    /// Returns the position the sync reached and what `capture` returned. A failure is fatal.
-    fn sync_outside<T>(&self, capture: impl FnOnce(&Writer) -> T) -> Result<(u64, T), StorageError> {
-        let (point, captured) = self.with_writer(|w| (w.sync_point(), capture(w)));
-        let result = point.sync(&self.inner.metrics);
-        self.with_writer(|w| match &result {
-            Ok(()) => w.synced(&point),
-            Err(e) => w.die(e),
-        });
-        result.map(|()| (point.end, captured))
-    }
-
-    /// Runs the flushes and checkpoints the writer thread was given.
-    fn run_others(&self, others: Vec<Command>) {
-        for cmd in others {
-            match cmd {
-                Command::Capture { reply } => {
-                    let result = self.sync_outside(|w| w.inner.state.snapshot());
-                    let _ = reply.send(result);
-                }
-                Command::Flush { reply } => {
-                    let _ = reply.send(self.sync_outside(|_| ()).map(|(end, ())| end));
-                }
-                Command::Append { .. } => unreachable!("appends are handled by commit"),
-                Command::Tick => {}
+    /// runs, so appends go on meanwhile, then publishes the groups that waited for it. Returns
+    /// the position the sync reached. A failure is fatal: every unpublished group fails.
+    fn sync(&self) -> Result<u64, StorageError> {
+        let point = self.with_writer(|w| w.sync_point());
+        let result = if point.end > self.inner.log.durable() { point.sync(&self.inner.metrics) } else { Ok(()) };
+        match &result {
+            Ok(()) => {
+                // Answer the waiters before taking the writer again (a group may be being written).
+                self.inner.log.mark_durable(point.end);
+                self.publisher.publish_durable();
+                self.with_writer(|w| w.synced(&point));
+            }
+            Err(e) => {
+                // Poisoned first, so no group is written after the unpublished ones have failed.
+                self.with_writer(|w| w.die(e));
+                self.publisher.fail_all(e);
             }
         }
+        result.map(|()| point.end)
     }
 }
 
-/// The writer thread: commits what the channel brings (`Sync` appends, flushes, checkpoints) and
-/// syncs `Async` data when the flush interval runs out. Runs until every sender is gone.
+/// The writer thread: runs fdatasyncs for the groups that wait for one, for flushes and
+/// checkpoints (one sync serves every request that queued meanwhile), and for `Async` data when
+/// the flush interval runs out. Runs until every sender is gone.
 pub(crate) fn run(committer: Arc<Committer>, rx: Receiver<Command>) {
     let flush_every = committer.inner.config.async_flush_interval;
-    let limit = committer.limit;
-    let mut carry: Option<Command> = None;
-    loop {
-        let timeout = match committer.with_writer(|w| w.unsynced_since) {
+    let mut disconnected = false;
+    while !disconnected {
+        let unsynced_since = committer.with_writer(|w| w.unsynced_since);
+        // Checked after `with_writer`: groups it wrote for others sent no wake-up.
+        let timeout = match unsynced_since {
+            _ if committer.publisher.has_unpublished() => Duration::ZERO,
             Some(t) => flush_every.saturating_sub(t.elapsed()),
             None => Duration::from_secs(3600),
         };
-        let next = match carry.take() {
-            Some(cmd) => Ok(cmd),
-            None => rx.recv_timeout(timeout),
-        };
-        let first = match next {
-            Ok(Command::Tick) => continue,
-            Ok(cmd) => cmd,
-            Err(RecvTimeoutError::Timeout) => {
-                let due = committer.with_writer(|w| w.unsynced_since.is_some_and(|t| t.elapsed() >= flush_every));
-                if due {
-                    // A failure poisons the store inside.
-                    let _ = committer.sync_outside(|_| ());
+        // Take everything queued up, so one fdatasync answers it all.
+        let mut flushes = Vec::new();
+        let mut captures = Vec::new();
+        let mut next = rx.recv_timeout(timeout).map_err(|e| e == RecvTimeoutError::Disconnected);
+        loop {
+            match next {
+                Ok(Command::Wake) | Err(false) => {}
+                Ok(Command::Flush { reply }) => flushes.push(reply),
+                Ok(Command::Capture { reply }) => captures.push(reply),
+                Err(true) => {
+                    disconnected = true;
+                    break;
                 }
-                continue;
             }
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        // Take whatever queued up meanwhile, up to the group limit; the rest waits for the next group.
-        let mut group = vec![first];
-        let mut bytes = group_bytes(&group[0]);
-        while bytes < limit {
-            match carry.take().map(Ok).unwrap_or_else(|| rx.try_recv()) {
-                Ok(Command::Tick) => {}
-                Ok(cmd) => {
-                    let more = group_bytes(&cmd);
-                    if bytes + more > limit {
-                        carry = Some(cmd);
-                        break;
-                    }
-                    bytes += more;
-                    group.push(cmd);
-                }
-                Err(_) => break,
-            }
+            next = match rx.try_recv() {
+                Ok(cmd) => Ok(cmd),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => Err(true),
+            };
         }
-        let others = committer.with_writer(|writer| writer.commit(group));
-        committer.run_others(others);
+        // A checkpoint's snapshot matches the published position, which this sync makes durable.
+        let captured: Vec<_> = captures
+            .into_iter()
+            .map(|reply| (reply, committer.publisher.at_published_end(|| committer.inner.state.snapshot())))
+            .collect();
+        let due = committer.publisher.has_unpublished()
+            || committer.with_writer(|w| w.unsynced_since.is_some_and(|t| t.elapsed() >= flush_every));
+        if !due && flushes.is_empty() && captured.is_empty() {
+            continue;
+        }
+        // A failure poisons the store inside.
+        let result = committer.sync();
+        for reply in flushes {
+            let _ = reply.send(result.clone());
+        }
+        for (reply, captured) in captured {
+            let _ = reply.send(result.clone().map(|_| captured));
+        }
     }
     let mut writer = committer.writer.lock();
     committer.drain_waiting(&mut writer);
     // Appends that come later are refused: nothing would sync them.
     writer.closed = true;
-    if let Err(e) = writer.sync() {
-        writer.die(&e);
+    match writer.sync() {
+        Ok(()) => committer.publisher.publish_durable(),
+        Err(e) => {
+            writer.die(&e);
+            committer.publisher.fail_all(&e);
+        }
     }
     // Any that queued meanwhile are answered (refused), not left waiting.
     committer.drain_waiting(&mut writer);
 }
 
-/// Whether a waiter's records include messages (acknowledgements may use the reserve).
-fn carries_messages(records: &[AppendRecord]) -> bool {
-    records.iter().any(|r| r.kind == RecordKind::Message)
-}
-
-fn group_bytes(cmd: &Command) -> usize {
-    match cmd {
-        Command::Append { records, .. } => records.iter().map(|r| r.body.len() + HEADER_LEN).sum(),
-        _ => 0,
-    }
-}
-
 struct Writer {
     inner: Arc<StoreInner>,
+    publisher: Arc<Publisher>,
     buf: Vec<u8>,
-    /// Set while written data is not yet fdatasynced (Async durability).
+    /// Next queue offset of every partition written to since the publisher was last seen idle:
+    /// a partition's index ends at its last published offset, and groups written after it may
+    /// still be waiting for their fdatasync.
+    /// Keyed by the partition's address; the `Arc` beside it keeps that address unique.
+    next_offsets: HashMap<usize, (Arc<Partition>, u64)>,
+    /// Set while written data is not yet fdatasynced.
     unsynced_since: Option<Instant>,
     /// Whether the last group found the volume full (to log the transitions once).
     disk_full: bool,
@@ -337,62 +339,58 @@ struct FreeSpace {
 const FREE_SPACE_TRUSTED: Duration = Duration::from_millis(100);
 
 impl Writer {
-    /// Writes the appends of `group` as one group; returns its other commands (flushes and
-    /// checkpoints), which the writer thread runs without holding the writer.
-    fn commit(&mut self, group: Vec<Command>) -> Vec<Command> {
+    /// Writes the appends of `group` as one group, refusing those that cannot be written. Returns
+    /// whether the writer thread must look (the group waits for an fdatasync, or the data written
+    /// is the first unsynced since the last sync and the flush timer must start).
+    fn commit(&mut self, group: Vec<Append>) -> bool {
         if let Some(reason) = self.inner.poisoned() {
-            for cmd in group {
-                fail(cmd, StorageError::Fatal(reason.clone()));
+            for append in group {
+                let _ = append.reply.send(Err(StorageError::Fatal(reason.clone())));
             }
-            return Vec::new();
+            return false;
         }
         if self.closed {
-            for cmd in group {
-                fail(cmd, StorageError::Closed);
+            for append in group {
+                let _ = append.reply.send(Err(StorageError::Closed));
             }
-            return Vec::new();
+            return false;
         }
-        let mut appends = Vec::new();
-        let mut others = Vec::new();
-        let messages: u64 = group
-            .iter()
-            .filter(|cmd| matches!(cmd, Command::Append { records, .. } if carries_messages(records)))
-            .map(|cmd| group_bytes(cmd) as u64)
-            .sum();
+        let messages: u64 = group.iter().filter(|a| a.carries_messages()).map(|a| a.bytes() as u64).sum();
         let full = if messages > 0 { self.check_space(messages) } else { None };
         let log = &self.inner.log;
-        for cmd in group {
-            match cmd {
-                Command::Append { records, durability, reply } => {
-                    let size: u64 = records.iter().map(|r| frame::padded((HEADER_LEN + r.body.len()) as u64)).sum();
-                    if let Some(r) = records.iter().find(|r| r.body.len() + HEADER_LEN > log.max_frame() as usize) {
-                        let max = log.max_frame() as usize - HEADER_LEN;
-                        let _ = reply.send(Err(StorageError::TooLarge { len: r.body.len(), max }));
-                    } else if size > log.segment_bytes() / 2 {
-                        let _ = reply.send(Err(StorageError::TooLarge {
-                            len: size as usize,
-                            max: log.segment_bytes() as usize / 2,
-                        }));
-                    } else if let Some(e) = full.as_ref().filter(|_| carries_messages(&records)) {
-                        let _ = reply.send(Err(e.clone()));
-                    } else {
-                        appends.push((records, durability, reply, size));
-                    }
+        let mut accepted = Vec::with_capacity(group.len());
+        for append in group {
+            let size: u64 = append.records.iter().map(|r| frame::padded((HEADER_LEN + r.body.len()) as u64)).sum();
+            let refusal =
+                if let Some(r) = append.records.iter().find(|r| r.body.len() + HEADER_LEN > log.max_frame() as usize) {
+                    Some(StorageError::TooLarge { len: r.body.len(), max: log.max_frame() as usize - HEADER_LEN })
+                } else if size > log.segment_bytes() / 2 {
+                    Some(StorageError::TooLarge { len: size as usize, max: log.segment_bytes() as usize / 2 })
+                } else {
+                    full.clone().filter(|_| append.carries_messages())
+                };
+            match refusal {
+                Some(e) => {
+                    let _ = append.reply.send(Err(e));
                 }
-                other => others.push(other),
+                None => accepted.push((append, size)),
             }
         }
-        if !appends.is_empty() {
-            self.append_group(appends);
+        if accepted.is_empty() {
+            return false;
         }
-        others
+        let was_unsynced = self.unsynced_since.is_some();
+        match self.append_group(accepted) {
+            Some(needs_sync) => needs_sync || !was_unsynced,
+            None => false,
+        }
     }
 
-    /// Frames, writes and (if asked) syncs one group, then publishes it and answers its waiters.
-    #[allow(clippy::type_complexity)]
-    fn append_group(&mut self, appends: Vec<(Vec<AppendRecord>, Durability, Reply, u64)>) {
+    /// Frames and writes one group and hands it to the publisher. Returns whether it waits for an
+    /// fdatasync, or `None` if it could not be written (its waiters were answered with the error).
+    fn append_group(&mut self, appends: Vec<(Append, u64)>) -> Option<bool> {
         let log = &self.inner.log;
-        let total: u64 = appends.iter().map(|a| a.3).sum();
+        let total: u64 = appends.iter().map(|(_, size)| size).sum();
         let mut active = log.active();
         // The whole group goes into one segment: roll first if it does not fit. Rolling creates and
         // preallocates the next segment, so running out of space fails the group before any write.
@@ -403,12 +401,16 @@ impl Writer {
                     if matches!(e, StorageError::Fatal(_)) {
                         self.die(&e);
                     }
-                    for (_, _, reply, _) in appends {
-                        let _ = reply.send(Err(e.clone()));
+                    for (append, _) in appends {
+                        let _ = append.reply.send(Err(e.clone()));
                     }
-                    return;
+                    return None;
                 }
             }
+        }
+        // With nothing unpublished, every partition's index ends at its next offset.
+        if !self.publisher.has_unpublished() {
+            self.next_offsets.clear();
         }
         let start = active.end();
         let mut needs_sync = false;
@@ -417,15 +419,17 @@ impl Writer {
         let mut next_offsets: HashMap<*const Partition, u64> = HashMap::new();
         let mut state_records = Vec::new();
         self.buf.clear();
-        for (records, durability, reply, _) in appends {
-            needs_sync |= durability == Durability::Sync;
-            let mut results = Vec::with_capacity(records.len());
-            for record in records {
+        for (append, _) in appends {
+            needs_sync |= append.durability == Durability::Sync;
+            let mut results = Vec::with_capacity(append.records.len());
+            for record in append.records {
                 let position = start + self.buf.len() as u64;
                 let sequence = match &record.partition {
                     Some(p) => {
                         let key = Arc::as_ptr(p);
-                        let next = next_offsets.entry(key).or_insert_with(|| p.index.end());
+                        let next = next_offsets.entry(key).or_insert_with(|| {
+                            self.next_offsets.get(&(key as usize)).map_or_else(|| p.index.end(), |(_, next)| *next)
+                        });
                         let seq = *next;
                         *next += 1;
                         let entry = IndexEntry {
@@ -446,7 +450,7 @@ impl Writer {
                 }
                 results.push(Appended { position, queue_offset: sequence });
             }
-            waiters.push(Waiter { reply, results, durability });
+            waiters.push(Waiter { reply: append.reply, results });
         }
 
         if let Err(e) = active.append(start, &self.buf) {
@@ -456,45 +460,24 @@ impl Writer {
             for w in waiters {
                 let _ = w.reply.send(Err(e.clone()));
             }
-            return;
+            return None;
         }
-        let end = active.end();
-
-        // Async waiters only need the page cache.
-        let mut sync_waiters = Vec::new();
-        for w in waiters {
-            if w.durability == Durability::Sync {
-                sync_waiters.push(w);
-            } else {
-                let _ = w.reply.send(Ok(w.results));
-            }
+        // The offsets are taken only now that the group is in the log.
+        for (partition, _) in index_runs.values() {
+            let key = Arc::as_ptr(partition);
+            self.next_offsets.insert(key as usize, (partition.clone(), next_offsets[&key]));
         }
-        if needs_sync {
-            if let Err(e) = self.sync() {
-                self.die(&e);
-                for w in sync_waiters {
-                    let _ = w.reply.send(Err(e.clone()));
-                }
-                return;
-            }
-        } else if self.unsynced_since.is_none() {
+        if self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
         }
-
-        // Publish: index entries and state records become visible only now, after durability.
-        for (_, (partition, encoded)) in index_runs {
-            if let Err(e) = partition.index.append(&encoded) {
-                // The log has the records and recovery rebuilds the index from it; stop taking writes.
-                self.die(&e);
-            }
-        }
-        for (kind, position, body) in state_records {
-            self.inner.state.apply(kind, position, &body);
-        }
-        self.inner.publish(end);
-        for w in sync_waiters {
-            let _ = w.reply.send(Ok(w.results));
-        }
+        self.publisher.push(WrittenGroup {
+            end: active.end(),
+            needs_sync,
+            index_runs: index_runs.into_values().collect(),
+            state_records,
+            waiters,
+        });
+        Some(needs_sync)
     }
 
     /// Where a sync started now, without the writer, will reach.
@@ -510,8 +493,7 @@ impl Writer {
         self.unsynced_since = (self.inner.log.end() > point.end).then_some(point.started);
     }
 
-    /// fdatasync of the active segment, holding the writer (a `Sync` group must be durable before
-    /// it is published and the next group is written).
+    /// fdatasync of the active segment, holding the writer (the last sync at shutdown).
     fn sync(&mut self) -> Result<(), StorageError> {
         let point = self.sync_point();
         point.sync(&self.inner.metrics)?;
@@ -558,20 +540,5 @@ impl Writer {
 
     fn die(&mut self, e: &StorageError) {
         self.inner.poison(e.to_string());
-    }
-}
-
-fn fail(cmd: Command, e: StorageError) {
-    match cmd {
-        Command::Append { reply, .. } => {
-            let _ = reply.send(Err(e));
-        }
-        Command::Capture { reply } => {
-            let _ = reply.send(Err(e));
-        }
-        Command::Flush { reply } => {
-            let _ = reply.send(Err(e));
-        }
-        Command::Tick => {}
     }
 }
