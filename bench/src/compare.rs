@@ -95,7 +95,8 @@ fn case(name: &str, about: &str, args: &str, figure: Figure) -> Case {
     Case { name: name.into(), about: about.into(), args, count_fraction: 1.0, figure, disk }
 }
 
-/// The suite: 1 KiB messages; 256 messages in flight per producer (16 requests of 16, or 256 of 1).
+/// The suite: 1 KiB messages; 256 messages in flight per producer (16 requests of 16, or 256 of 1)
+/// except where a case says otherwise.
 fn cases(args: &CompareArgs) -> Vec<Case> {
     const BATCHED: &str = "--batch 16 --window 16";
     let mut cases = vec![
@@ -121,6 +122,13 @@ fn cases(args: &CompareArgs) -> Vec<Case> {
             "publish-sync",
             "Sync (fdatasync before ack), batches of 16",
             &format!("--scenario publish --durability sync {BATCHED}"),
+            Figure::Publish,
+        ),
+        // Group commit grows with what is in flight: 1,024 messages (64 requests of 16).
+        case(
+            "publish-sync-deep",
+            "Sync, 64 requests of 16 in flight",
+            "--scenario publish --durability sync --batch 16 --window 64",
             Figure::Publish,
         ),
         case("pubsub", "Async, publish and consume together", &format!("--scenario pubsub {BATCHED}"), Figure::Consume),
