@@ -72,10 +72,12 @@ impl Publisher {
     }
 
     /// Queues a group just written (groups must come in log order) and publishes what can go.
-    pub(crate) fn push(&self, group: WrittenGroup) {
+    /// Returns whether everything written is now published.
+    pub(crate) fn push(&self, group: WrittenGroup) -> bool {
         let mut queue = self.queue.lock();
         queue.groups.push_back(group);
         self.publish_ready(&mut queue);
+        queue.groups.is_empty()
     }
 
     /// Publishes every group at the head of the queue that is durable enough, after a sync.

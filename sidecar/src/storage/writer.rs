@@ -238,21 +238,27 @@ pub(crate) fn run(committer: Arc<Committer>, rx: Receiver<Command>) {
         // Take everything queued up, so one fdatasync answers it all.
         let mut flushes = Vec::new();
         let mut captures = Vec::new();
-        let mut next = rx.recv_timeout(timeout).map_err(|e| e == RecvTimeoutError::Disconnected);
-        loop {
-            match next {
-                Ok(Command::Wake) | Err(false) => {}
-                Ok(Command::Flush { reply }) => flushes.push(reply),
-                Ok(Command::Capture { reply }) => captures.push(reply),
-                Err(true) => {
-                    disconnected = true;
-                    break;
-                }
+        let mut next = match rx.recv_timeout(timeout) {
+            Ok(cmd) => Some(cmd),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                disconnected = true;
+                None
+            }
+        };
+        while let Some(cmd) = next {
+            match cmd {
+                Command::Wake => {}
+                Command::Flush { reply } => flushes.push(reply),
+                Command::Capture { reply } => captures.push(reply),
             }
             next = match rx.try_recv() {
-                Ok(cmd) => Ok(cmd),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => Err(true),
+                Ok(cmd) => Some(cmd),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    None
+                }
             };
         }
         // A checkpoint's snapshot matches the published position, which this sync makes durable.
@@ -260,8 +266,9 @@ pub(crate) fn run(committer: Arc<Committer>, rx: Receiver<Command>) {
             .into_iter()
             .map(|reply| (reply, committer.publisher.at_published_end(|| committer.inner.state.snapshot())))
             .collect();
-        let due = committer.publisher.has_unpublished()
-            || committer.with_writer(|w| w.unsynced_since.is_some_and(|t| t.elapsed() >= flush_every));
+        // Only this thread clears `unsynced_since`: if it was set above it still is (data written
+        // since it was read sent a wake-up, and is looked at on the next turn).
+        let due = committer.publisher.has_unpublished() || unsynced_since.is_some_and(|t| t.elapsed() >= flush_every);
         if !due && flushes.is_empty() && captured.is_empty() {
             continue;
         }
@@ -293,10 +300,10 @@ struct Writer {
     inner: Arc<StoreInner>,
     publisher: Arc<Publisher>,
     buf: Vec<u8>,
-    /// Next queue offset of every partition written to since the publisher was last seen idle:
+    /// Next queue offset of every partition written to since the publisher was last left idle:
     /// a partition's index ends at its last published offset, and groups written after it may
     /// still be waiting for their fdatasync.
-    /// Keyed by the partition's address; the `Arc` beside it keeps that address unique.
+    /// Keyed by [`partition_key`]; the `Arc` beside it keeps that address unique.
     next_offsets: HashMap<usize, (Arc<Partition>, u64)>,
     /// Set while written data is not yet fdatasynced.
     unsynced_since: Option<Instant>,
@@ -408,15 +415,11 @@ impl Writer {
                 }
             }
         }
-        // With nothing unpublished, every partition's index ends at its next offset.
-        if !self.publisher.has_unpublished() {
-            self.next_offsets.clear();
-        }
         let start = active.end();
         let mut needs_sync = false;
         let mut waiters = Vec::with_capacity(appends.len());
-        let mut index_runs: HashMap<*const Partition, (Arc<Partition>, Vec<u8>)> = HashMap::new();
-        let mut next_offsets: HashMap<*const Partition, u64> = HashMap::new();
+        let mut index_runs: HashMap<usize, (Arc<Partition>, Vec<u8>)> = HashMap::new();
+        let mut next_offsets: HashMap<usize, u64> = HashMap::new();
         let mut state_records = Vec::new();
         self.buf.clear();
         for (append, _) in appends {
@@ -426,9 +429,9 @@ impl Writer {
                 let position = start + self.buf.len() as u64;
                 let sequence = match &record.partition {
                     Some(p) => {
-                        let key = Arc::as_ptr(p);
+                        let key = partition_key(p);
                         let next = next_offsets.entry(key).or_insert_with(|| {
-                            self.next_offsets.get(&(key as usize)).map_or_else(|| p.index.end(), |(_, next)| *next)
+                            self.next_offsets.get(&key).map_or_else(|| p.index.end(), |(_, next)| *next)
                         });
                         let seq = *next;
                         *next += 1;
@@ -463,20 +466,23 @@ impl Writer {
             return None;
         }
         // The offsets are taken only now that the group is in the log.
-        for (partition, _) in index_runs.values() {
-            let key = Arc::as_ptr(partition);
-            self.next_offsets.insert(key as usize, (partition.clone(), next_offsets[&key]));
+        for (&key, (partition, _)) in &index_runs {
+            self.next_offsets.insert(key, (partition.clone(), next_offsets[&key]));
         }
         if self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
         }
-        self.publisher.push(WrittenGroup {
+        let idle = self.publisher.push(WrittenGroup {
             end: active.end(),
             needs_sync,
             index_runs: index_runs.into_values().collect(),
             state_records,
             waiters,
         });
+        // With nothing unpublished, every partition's index ends at its next offset.
+        if idle {
+            self.next_offsets.clear();
+        }
         Some(needs_sync)
     }
 
@@ -541,4 +547,9 @@ impl Writer {
     fn die(&mut self, e: &StorageError) {
         self.inner.poison(e.to_string());
     }
+}
+
+/// A partition's address, as a map key for the partitions of the groups being written.
+fn partition_key(partition: &Arc<Partition>) -> usize {
+    Arc::as_ptr(partition) as usize
 }
