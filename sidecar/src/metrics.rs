@@ -81,7 +81,7 @@ impl Metrics {
             collector
         }
         let store = StoreMetrics::default();
-        registry.register(Box::new(store.fsync_seconds.clone())).expect("unique fsync histogram");
+        store.register(&registry).expect("unique storage metrics");
         Self {
             messages_in: counter("rocketmq_messages_in_total", "Messages stored.", &["topic", "message_type"]),
             throughput_in: counter(

@@ -1,5 +1,5 @@
 //! The gRPC health service answers SERVING, and `/metrics` carries the metrics the broker promises
-//! (messages and bytes in and out per topic, send and fsync latency, lag and in-flight per group,
+//! (messages and bytes in and out per topic, send, commit and fsync latency, lag and in-flight per group,
 //! storage size) with values that match the traffic.
 
 use std::time::Duration;
@@ -60,4 +60,6 @@ async fn metrics_reflect_the_traffic() {
     assert!(metric_sum(&scrape, "rocketmq_storage_size", &[]) > 1000.0);
     assert!(metric_sum(&scrape, "rocketmq_rpc_latency_count", &[("request_code", "SendMessage")]) >= 10.0);
     assert!(scrape.contains("# TYPE weir_store_fsync_seconds histogram"));
+    // Every send was one append to the commit log, timed until it was published.
+    assert!(metric_sum(&scrape, "weir_store_commit_seconds_count", &[]) >= 10.0);
 }

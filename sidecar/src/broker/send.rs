@@ -54,7 +54,7 @@ const MAX_FIELD_LEN: usize = 128;
 /// Entries hold no strings, so remembering a send allocates nothing and the table stays small in
 /// the cache: an entry is keyed by a seeded 64-bit hash of topic and id and confirmed by a second,
 /// independently seeded hash (a false match needs two different sends to agree on both).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SendDedup {
     key: foldhash::fast::RandomState,
     check: foldhash::fast::RandomState,
@@ -76,6 +76,19 @@ struct Remembered {
 const DEDUP_CAPACITY: usize = 100_000;
 
 const DEDUP_WINDOW: Duration = Duration::from_secs(300);
+
+impl Default for SendDedup {
+    /// Sized for [`DEDUP_CAPACITY`] up front: growing the table rehashes it under the broker-wide
+    /// lock every send takes, a stall of several milliseconds at the last doublings.
+    fn default() -> Self {
+        Self {
+            key: Default::default(),
+            check: Default::default(),
+            seen: HashMap::with_capacity_and_hasher(DEDUP_CAPACITY, Default::default()),
+            order: VecDeque::with_capacity(DEDUP_CAPACITY + 1),
+        }
+    }
+}
 
 impl SendDedup {
     fn hashes(&self, topic: &str, id: &str) -> (u64, u64) {

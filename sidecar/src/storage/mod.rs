@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -224,19 +224,50 @@ impl StateMachine for NoState {
 pub struct StoreMetrics {
     /// fdatasync durations of the commit log.
     pub fsync_seconds: prometheus::Histogram,
+    /// Time from handing records to the log until they are published, by durability.
+    pub commit_seconds: prometheus::HistogramVec,
+    /// `commit_seconds` of `Sync` and `Async` appends, looked up once.
+    commit_sync: prometheus::Histogram,
+    commit_async: prometheus::Histogram,
 }
+
+/// From 100 µs (a write to the page cache) to 1 s (a stalled disk).
+const STORE_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
 
 impl Default for StoreMetrics {
     fn default() -> Self {
         let opts = prometheus::HistogramOpts::new("weir_store_fsync_seconds", "fdatasync latency of the commit log")
-            .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]);
-        Self { fsync_seconds: prometheus::Histogram::with_opts(opts).expect("valid histogram") }
+            .buckets(STORE_BUCKETS.to_vec());
+        let fsync_seconds = prometheus::Histogram::with_opts(opts).expect("valid histogram");
+        let opts = prometheus::HistogramOpts::new(
+            "weir_store_commit_seconds",
+            "Time from handing records to the commit log until they are published (written, fdatasynced for Sync, indexed)",
+        )
+        .buckets(STORE_BUCKETS.to_vec());
+        let commit_seconds = prometheus::HistogramVec::new(opts, &["durability"]).expect("valid histogram");
+        let commit_sync = commit_seconds.with_label_values(&["sync"]);
+        let commit_async = commit_seconds.with_label_values(&["async"]);
+        Self { fsync_seconds, commit_seconds, commit_sync, commit_async }
     }
 }
 
 impl StoreMetrics {
+    /// Registers every instrument with `registry`.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.fsync_seconds.clone()))?;
+        registry.register(Box::new(self.commit_seconds.clone()))
+    }
+
     fn observe_fsync(&self, d: Duration) {
         self.fsync_seconds.observe(d.as_secs_f64());
+    }
+
+    fn observe_commit(&self, durability: Durability, d: Duration) {
+        let histogram = match durability {
+            Durability::Sync => &self.commit_sync,
+            Durability::Async => &self.commit_async,
+        };
+        histogram.observe(d.as_secs_f64());
     }
 }
 
@@ -424,13 +455,16 @@ impl Store {
             return Err(StorageError::Fatal(reason));
         }
         let (reply, rx) = oneshot::channel();
+        let started = Instant::now();
         // Written here (or by whoever holds the writer); the writer thread runs the fdatasync a
         // Sync append waits for, or starts its flush timer. Once it has stopped, the append was
         // refused anyway, so a failed wake-up changes nothing.
         if self.committer.append(Append { records, durability, reply }) {
             let _ = self.send(Command::Wake);
         }
-        rx.await.map_err(|_| self.closed_error())?
+        let appended = rx.await.map_err(|_| self.closed_error())??;
+        self.inner.metrics.observe_commit(durability, started.elapsed());
+        Ok(appended)
     }
 
     fn send(&self, cmd: Command) -> Result<(), StorageError> {
