@@ -37,7 +37,7 @@ use crate::state::BrokerState;
 use crate::storage::frame::RecordKind;
 use crate::storage::index::{IndexEntry, tag_hash};
 use crate::storage::record::{DeadLetterOrigin, StoredMessage, StoredMessageType};
-use crate::storage::{AppendRecord, Durability, Partition, Store};
+use crate::storage::{AppendRecord, Durability, Partition, StorageError, Store};
 use crate::txn::Transactions;
 
 /// Limits and defaults of the broker.
@@ -334,7 +334,12 @@ impl Broker {
     }
 
     fn load(&self, partition: &Partition, entry: &IndexEntry) -> Result<StoredMessage, BrokerError> {
-        let body = self.store.read(entry)?;
+        Self::decode_stored(partition, self.store.read(entry))
+    }
+
+    /// Decodes a stored message read from `partition`'s index, checking it belongs there.
+    fn decode_stored(partition: &Partition, read: Result<Bytes, StorageError>) -> Result<StoredMessage, BrokerError> {
+        let body = read?;
         let message = StoredMessage::decode(body)
             .map_err(|e| BrokerError::internal(format!("stored message does not decode: {e}")))?;
         if message.topic != partition.topic() || message.partition != partition.id() {

@@ -114,8 +114,9 @@ impl Broker {
         }
         self.store.prefetch(claimed.iter().map(|c| &c.entry));
         let mut deliveries = Vec::with_capacity(claimed.len());
-        for Claimed { partition, offset, entry, lease } in claimed {
-            match self.load(&partition, &entry) {
+        let bodies = self.store.read_many(claimed.iter().map(|c| &c.entry));
+        for (Claimed { partition, offset, lease, .. }, body) in claimed.into_iter().zip(bodies) {
+            match Self::decode_stored(&partition, body) {
                 Ok(message) if req.filter.matches(&message.tag, &message.user_properties) => {
                     let labels = [topic.config.name.as_str(), group.label.as_str()];
                     self.metrics.messages_out.with_label_values(&labels).inc();

@@ -23,6 +23,10 @@ use crate::storage::frame::{self, FrameHeader, HEADER_LEN};
 use crate::storage::segment::{self, Segment};
 use crate::storage::{StorageError, sync_dir};
 
+/// Bytes between two frames that [`CommitLog::read_frames`] reads (and drops) rather than issue a
+/// second read: a few acknowledgement records or another consumer's messages in between.
+const MAX_READ_GAP: u64 = 4096;
+
 /// The set of segments.
 #[derive(Debug)]
 pub struct CommitLog {
@@ -151,11 +155,72 @@ impl CommitLog {
         let segment = self.segment_for(position).ok_or(StorageError::Expired { position })?;
         let buf =
             segment.read_vec(position, length as usize).map_err(|e| StorageError::io("read log", segment.path(), e))?;
-        let header = frame::decode_header(&buf, position, self.max_frame).map_err(|e| StorageError::Corrupt {
+        self.verified(&segment, position, Bytes::from(buf))
+    }
+
+    /// Reads and verifies the frames at `frames` (position and length of each), answering in the
+    /// same order. Frames that lie close together in one segment are read with one system call
+    /// into one buffer their bodies share: a consumer's batch is mostly a run of neighbouring
+    /// frames (partitions are written round robin, and it takes them all in turn), and reading
+    /// it frame by frame cost a `pread` and a buffer per delivered message.
+    pub fn read_frames(&self, frames: &[(u64, u32)]) -> Vec<Result<(FrameHeader, Bytes), StorageError>> {
+        let mut order: Vec<usize> = (0..frames.len()).collect();
+        order.sort_unstable_by_key(|&i| frames[i].0);
+        let mut results: Vec<Option<Result<(FrameHeader, Bytes), StorageError>>> = vec![None; frames.len()];
+        let mut rest = &order[..];
+        while let Some(&first) = rest.first() {
+            let start = frames[first].0;
+            let Some(segment) = self.segment_for(start) else {
+                results[first] = Some(Err(StorageError::Expired { position: start }));
+                rest = &rest[1..];
+                continue;
+            };
+            let mut end = start + u64::from(frames[first].1);
+            // A frame that runs past the written end fails alone, not the frames read with it.
+            let first_fits = end <= segment.end();
+            let run = 1 + rest[1..]
+                .iter()
+                .take_while(|&&i| {
+                    let (position, length) = frames[i];
+                    let close =
+                        first_fits && position <= end + MAX_READ_GAP && position + u64::from(length) <= segment.end();
+                    if close {
+                        end = end.max(position + u64::from(length));
+                    }
+                    close
+                })
+                .count();
+            let (members, after) = rest.split_at(run);
+            rest = after;
+            match segment.read_vec(start, (end - start) as usize) {
+                Ok(buf) => {
+                    let buf = Bytes::from(buf);
+                    for &i in members {
+                        let (position, length) = frames[i];
+                        let at = (position - start) as usize;
+                        let frame = buf.slice(at..at + length as usize);
+                        results[i] = Some(self.verified(&segment, position, frame));
+                    }
+                }
+                Err(e) => {
+                    let e = StorageError::io("read log", segment.path(), e);
+                    for &i in members {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.expect("every frame read")).collect()
+    }
+
+    /// Checks that `frame`, read at `position` of `segment`, is an intact frame written there, and
+    /// splits off its body.
+    fn verified(&self, segment: &Segment, position: u64, frame: Bytes) -> Result<(FrameHeader, Bytes), StorageError> {
+        let header = frame::decode_header(&frame, position, self.max_frame).map_err(|e| StorageError::Corrupt {
             position: Some(position),
             reason: format!("{e:?} in {}", segment.path().display()),
         })?;
-        let body = Bytes::from(buf).slice(HEADER_LEN..header.length as usize);
+        let body = frame.slice(HEADER_LEN..header.length as usize);
         Ok((header, body))
     }
 

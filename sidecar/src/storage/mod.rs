@@ -485,6 +485,13 @@ impl Store {
         self.inner.log.read_frame(entry.position, entry.length).map(|(_, body)| body)
     }
 
+    /// Reads the bodies of the frames `entries` point at, answering in their order; frames close
+    /// together in the log are read at once (see [`CommitLog::read_frames`]).
+    pub fn read_many<'a>(&self, entries: impl IntoIterator<Item = &'a IndexEntry>) -> Vec<Result<Bytes, StorageError>> {
+        let frames: Vec<(u64, u32)> = entries.into_iter().map(|e| (e.position, e.length)).collect();
+        self.inner.log.read_frames(&frames).into_iter().map(|r| r.map(|(_, body)| body)).collect()
+    }
+
     /// Starts reading the frames of `entries`, and as much of the log again after them, into the
     /// page cache in the background. A consumer reading a cold part of the log (a backlog evicted
     /// from memory) otherwise waits for the disk read after read: its messages are interleaved

@@ -299,6 +299,67 @@ async fn mid_log_corruption_is_fenced_not_truncated() {
     assert_eq!(store.partition("t", 0).unwrap().end_offset(), 10);
 }
 
+/// `read_many` reads neighbouring frames at once; whatever the order, the gaps and the segment
+/// boundaries, every body must be the one `read` finds, and a damaged frame fails alone.
+#[tokio::test]
+async fn batched_reads_match_single_reads_in_any_order() {
+    use rand::seq::SliceRandom;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), Arc::new(NoState));
+    let partitions: Vec<_> = (0..3).map(|p| store.partition("t", p).unwrap()).collect();
+    for round in 0..20u64 {
+        for p in &partitions {
+            append_chunk(&store, p, &[round * 2, round * 2 + 1]).await;
+        }
+        let ack = AckRecord { group: "g".into(), topic: "t".into(), partition: 0, offsets: vec![round] };
+        store.append(vec![AppendRecord::state(RecordKind::Ack, ack.encode_to_vec())], Durability::Sync).await.unwrap();
+    }
+    assert!(store.inner.log.segments().len() > 1, "the reads must cross segment boundaries");
+    let entries_of = |p: &Arc<Partition>| p.index.read(0, usize::MAX).unwrap().1;
+    let all: Vec<IndexEntry> = partitions.iter().flat_map(entries_of).collect();
+    let single = |entries: &[IndexEntry]| entries.iter().map(|e| store.read(e).unwrap()).collect::<Vec<_>>();
+    let batched = |entries: &[IndexEntry]| {
+        store.read_many(entries).into_iter().collect::<Result<Vec<_>, _>>().expect("every frame reads")
+    };
+
+    let mut rng = rand::rng();
+    let mut shuffled = all.clone();
+    shuffled.shuffle(&mut rng);
+    shuffled.push(shuffled[0]);
+    // Everything, in random order and with a repeat; one partition (its frames 2 apart, with
+    // the others' in between); every fifth frame (too far apart to share a read).
+    let one_partition = entries_of(&partitions[1]);
+    let sparse: Vec<IndexEntry> = all.iter().step_by(5).copied().collect();
+    for case in [&shuffled, &one_partition, &sparse] {
+        assert_eq!(batched(case), single(case));
+    }
+
+    // A flipped bit in one body fails that frame only; a position no segment holds is expired.
+    let victim = all[7];
+    let segment = store.inner.log.segment_for(victim.position).unwrap();
+    let mut bytes = std::fs::read(segment.path()).unwrap();
+    bytes[(victim.position - segment.base()) as usize + 60] ^= 0x04;
+    std::fs::write(segment.path(), &bytes).unwrap();
+    let gone = IndexEntry { position: store.inner.log.end() + 4096, ..victim };
+    // An entry running past its segment's end (a damaged index) must not fail the frames after it.
+    let mut asked = all.clone();
+    asked.sort_by_key(|e| e.position);
+    let overlong = IndexEntry { length: asked[10].length + (64 << 10), ..asked[10] };
+    asked[10] = overlong;
+    asked.push(gone);
+    let results = store.read_many(&asked);
+    for (entry, result) in asked.iter().zip(&results) {
+        match result {
+            Ok(body) => assert_eq!(*body, store.read(entry).unwrap()),
+            Err(StorageError::Corrupt { position, .. }) => assert_eq!(*position, Some(victim.position)),
+            Err(StorageError::Expired { position }) => assert_eq!(*position, gone.position),
+            Err(StorageError::Io { .. }) => assert_eq!(*entry, overlong),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 3, "the damaged, the expired and the overlong frame");
+}
+
 #[tokio::test]
 async fn retention_deletes_old_segments_only_behind_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
