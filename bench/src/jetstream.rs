@@ -71,7 +71,7 @@ pub async fn consume(
     let consumer = stream.get_or_create_consumer(&name, config).await.context("creating the pull consumer")?;
     let mut messages =
         consumer.stream().max_messages_per_batch(settings.receive_batch).messages().await.context("pulling")?;
-    let mut latency = Latency::default();
+    let mut latency = Latency::of_run(settings);
     while !remaining.is_done() {
         let next = tokio::select! {
             next = messages.next() => next,
@@ -79,9 +79,7 @@ pub async fn consume(
         };
         let Some(message) = next else { break };
         let message = message.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
-        if let Some(age) = workload::age(&message.payload) {
-            latency.record(age, 1);
-        }
+        latency.record_stamped(&message.payload);
         message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         remaining.received(1);
     }

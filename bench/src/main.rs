@@ -28,7 +28,7 @@ use system::{Environment, Server, System};
 /// keeps that cost, which shares the machine with the server, low.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use workload::{Latency, Remaining, Scenario, Settings};
+use workload::{Latency, MeasureFrom, Remaining, Scenario, Settings};
 
 #[derive(Debug, Parser)]
 #[command(name = "weir-bench", version, about = "Benchmark Weir and NATS JetStream with the same workload")]
@@ -176,6 +176,9 @@ async fn run_cli(cli: Cli) -> Result<()> {
     let server = Server::start(system, &settings, &env, &nats_server).await?;
     let (before, client_before) = (server.usage()?, system::own_usage()?);
     let started = Instant::now();
+    let warmup = std::time::Duration::try_from_secs_f64(settings.warmup_seconds)
+        .context("--warmup-seconds must be a number of seconds, 0 or more")?;
+    let settings = Settings { measure_from: Some(MeasureFrom::after(warmup)), ..settings };
     let limit = std::time::Duration::from_secs(settings.max_seconds);
     let outcome = tokio::time::timeout(limit, run(system, scenario, &settings, &server))
         .await
@@ -195,7 +198,7 @@ async fn run_cli(cli: Cli) -> Result<()> {
         "messages": messages, "size": settings.size, "window": settings.window, "batch": settings.batch,
         "producers": settings.producers, "consumers": settings.consumers, "partitions": settings.partitions,
         "durability": format!("{:?}", settings.durability).to_lowercase(), "rate": settings.rate,
-        "fan_out": settings.fan_out,
+        "fan_out": settings.fan_out, "warmup_seconds": settings.warmup_seconds,
         "publish_msgs_per_s": publish_rate, "publish_mib_per_s": mib / outcome.publish_seconds,
         "consume_msgs_per_s": consume_rate, "delivered": consume_rate.map(|_| settings.deliveries()),
         "send_ack": outcome.send.json(), "end_to_end": outcome.end_to_end.json(),

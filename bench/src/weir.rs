@@ -89,7 +89,7 @@ pub async fn consume(
     let client = MessagingServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let client_id = format!("bench-consumer-{consumer}");
     let loops = (0..settings.receives.max(1)).map(|_| receive_loop(client.clone(), &client_id, settings, &remaining));
-    let mut latency = Latency::default();
+    let mut latency = Latency::of_run(settings);
     for done in futures::future::join_all(loops).await {
         latency.merge(&done?);
     }
@@ -103,7 +103,7 @@ async fn receive_loop(
     settings: &Settings,
     remaining: &Remaining,
 ) -> Result<Latency> {
-    let mut latency = Latency::default();
+    let mut latency = Latency::of_run(settings);
     let mut acks = tokio::task::JoinSet::new();
     while !remaining.is_done() {
         let receive = pb::ReceiveMessageRequest {
@@ -124,9 +124,7 @@ async fn receive_loop(
             let mut entries = Vec::new();
             while let Some(item) = stream.message().await? {
                 if let Some(Content::Message(m)) = item.content {
-                    if let Some(age) = workload::age(&m.body) {
-                        latency.record(age, 1);
-                    }
+                    latency.record_stamped(&m.body);
                     let sys = m.system_properties.unwrap_or_default();
                     entries.push(pb::AckMessageEntry {
                         message_id: sys.message_id,

@@ -85,6 +85,29 @@ pub struct Settings {
     /// Give up (and fail) if the run has not finished after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub max_seconds: u64,
+    /// Leave messages sent in the first this many seconds out of the latency figures (connection
+    /// set-up, first allocations and first-touched pages of both systems), as benchmark harnesses
+    /// such as the OpenMessaging benchmark do; throughput still counts the whole run.
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup_seconds: f64,
+    /// Where the warm-up ends (set when the run starts).
+    #[arg(skip)]
+    pub measure_from: Option<MeasureFrom>,
+}
+
+/// The end of the warm-up, as an instant (for send-to-acknowledgement times) and as Unix time
+/// (for the send times stamped into payloads).
+#[derive(Clone, Copy, Debug)]
+pub struct MeasureFrom {
+    at: Instant,
+    unix_ns: u64,
+}
+
+impl MeasureFrom {
+    /// `warmup` from now.
+    pub fn after(warmup: Duration) -> Self {
+        Self { at: Instant::now() + warmup, unix_ns: now_ns() + warmup.as_nanos() as u64 }
+    }
 }
 
 impl Settings {
@@ -156,35 +179,59 @@ pub fn stamped(size: usize) -> Bytes {
     body.freeze()
 }
 
-/// Time since a payload was stamped.
-pub fn age(body: &[u8]) -> Option<Duration> {
+/// Time since a payload was stamped, and the stamp.
+fn age(body: &[u8]) -> Option<(u64, Duration)> {
     let sent = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
-    Some(Duration::from_nanos(now_ns().saturating_sub(sent)))
+    Some((sent, Duration::from_nanos(now_ns().saturating_sub(sent))))
 }
 
-/// Latencies in microseconds, up to an hour.
-pub struct Latency(Histogram<u64>);
+/// Latencies in microseconds, up to an hour, of the messages sent after the warm-up.
+pub struct Latency {
+    histogram: Histogram<u64>,
+    from: Option<MeasureFrom>,
+}
 
 impl Default for Latency {
     fn default() -> Self {
-        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
+        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        Self { histogram, from: None }
     }
 }
 
 impl Latency {
+    /// An empty histogram that leaves out what `settings` calls the warm-up.
+    pub fn of_run(settings: &Settings) -> Self {
+        Self { from: settings.measure_from, ..Self::default() }
+    }
+
     /// Records `n` messages that took `d`.
-    pub fn record(&mut self, d: Duration, n: u64) {
-        let _ = self.0.record_n(d.as_micros().clamp(1, 3_600_000_000) as u64, n);
+    fn record(&mut self, d: Duration, n: u64) {
+        let _ = self.histogram.record_n(d.as_micros().clamp(1, 3_600_000_000) as u64, n);
+    }
+
+    /// Records `n` messages sent at `began` and answered now.
+    pub fn record_since(&mut self, began: Instant, n: u64) {
+        if self.from.is_none_or(|f| began >= f.at) {
+            self.record(began.elapsed(), n);
+        }
+    }
+
+    /// Records a message received now whose payload was stamped by [`stamped`].
+    pub fn record_stamped(&mut self, body: &[u8]) {
+        let Some((sent, age)) = age(body) else { return };
+        if self.from.is_none_or(|f| sent >= f.unix_ns) {
+            self.record(age, 1);
+        }
     }
 
     /// Adds another histogram.
     pub fn merge(&mut self, other: &Latency) {
-        let _ = self.0.add(&other.0);
+        let _ = self.histogram.add(&other.histogram);
     }
 
     /// Milliseconds at quantile `q`, or None without samples.
     pub fn ms(&self, q: f64) -> Option<f64> {
-        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+        (!self.histogram.is_empty()).then(|| self.histogram.value_at_quantile(q) as f64 / 1000.0)
     }
 
     /// p50, p99, p99.9 and max, as JSON.
@@ -205,13 +252,13 @@ where
     let per_unit =
         settings.rate.map(|rate| Duration::from_secs_f64(batch as f64 / (rate as f64 / settings.producers as f64)));
     let start = Instant::now();
-    let mut latency = Latency::default();
+    let mut latency = Latency::of_run(settings);
     let mut inflight = FuturesUnordered::new();
     for k in 0..settings.units_per_producer() {
         while inflight.len() >= settings.window {
             let (began, result): (Instant, Result<()>) = inflight.next().await.expect("in flight");
             result?;
-            latency.record(began.elapsed(), batch);
+            latency.record_since(began, batch);
         }
         // Open loop: latency counts from when the send should have started, so a stalled
         // system is not excused by the sends it kept from being made (coordinated omission).
@@ -229,7 +276,7 @@ where
                         () = &mut wait => break,
                         Some((began, result)) = inflight.next() => {
                             result?;
-                            latency.record(began.elapsed(), batch);
+                            latency.record_since(began, batch);
                         }
                     }
                 }
@@ -242,7 +289,34 @@ where
     }
     while let Some((began, result)) = inflight.next().await {
         result?;
-        latency.record(began.elapsed(), batch);
+        latency.record_since(began, batch);
     }
     Ok(latency)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only messages sent once the warm-up is over count, by either clock.
+    #[test]
+    fn the_warm_up_is_left_out() {
+        let during = |warmup: Duration| Latency { from: Some(MeasureFrom::after(warmup)), ..Latency::default() };
+        let mut warming = during(Duration::from_secs(60));
+        warming.record_since(Instant::now(), 16);
+        warming.record_stamped(&stamped(64));
+        assert_eq!(warming.ms(0.5), None, "sent during the warm-up");
+
+        let mut measuring = during(Duration::ZERO);
+        let second = Duration::from_secs(1);
+        let mut early = vec![0; 64];
+        early[..8].copy_from_slice(&(now_ns() - second.as_nanos() as u64).to_le_bytes());
+        let began = Instant::now() - second;
+        measuring.record_since(began, 16);
+        measuring.record_stamped(&early);
+        assert_eq!(measuring.histogram.len(), 0, "sent before the warm-up ended");
+        measuring.record_since(Instant::now(), 16);
+        measuring.record_stamped(&stamped(64));
+        assert_eq!(measuring.histogram.len(), 17);
+    }
 }
