@@ -114,13 +114,12 @@ impl Broker {
         }
         self.store.prefetch(claimed.iter().map(|c| &c.entry));
         let mut deliveries = Vec::with_capacity(claimed.len());
+        let mut delivered_bytes = 0;
         let bodies = self.store.read_many(claimed.iter().map(|c| &c.entry));
         for (Claimed { partition, offset, lease, .. }, body) in claimed.into_iter().zip(bodies) {
             match Self::decode_stored(&partition, body) {
                 Ok(message) if req.filter.matches(&message.tag, &message.user_properties) => {
-                    let labels = [topic.config.name.as_str(), group.label.as_str()];
-                    self.metrics.messages_out.with_label_values(&labels).inc();
-                    self.metrics.throughput_out.with_label_values(&labels).inc_by(message.body.len() as u64);
+                    delivered_bytes += message.body.len() as u64;
                     let receipt = Receipt {
                         broker: self.config.broker_id,
                         partition: partition.id(),
@@ -146,6 +145,12 @@ impl Broker {
                     self.finish_without_delivery(group, &partition, offset);
                 }
             }
+        }
+        if !deliveries.is_empty() {
+            // Counted once per batch: a label lookup hashes both labels.
+            let labels = [topic.config.name.as_str(), group.label.as_str()];
+            self.metrics.messages_out.with_label_values(&labels).inc_by(deliveries.len() as u64);
+            self.metrics.throughput_out.with_label_values(&labels).inc_by(delivered_bytes);
         }
         Ok((deliveries, next_deadline))
     }

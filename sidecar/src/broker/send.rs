@@ -91,14 +91,16 @@ impl Default for SendDedup {
 }
 
 impl SendDedup {
-    fn hashes(&self, topic: &str, id: &str) -> (u64, u64) {
+    /// The table's key of a send of message `id` to `topic`, computed once per message for both the
+    /// lookup and the insertion.
+    pub(super) fn key_of(&self, topic: &str, id: &str) -> SendKey {
         use std::hash::BuildHasher;
-        (self.key.hash_one((topic, id)), self.check.hash_one((topic, id)))
+        SendKey { key: self.key.hash_one((topic, id)), check: self.check.hash_one((topic, id)) }
     }
 
-    fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
-        let (key, check) = self.hashes(topic, id);
-        let r = self.seen.get(&key).filter(|r| r.check == check && r.at.elapsed() < DEDUP_WINDOW)?;
+    /// What an earlier send of message `id` (under `key`) answered, if it is remembered.
+    fn find(&self, key: SendKey, id: &str) -> Option<SendReceipt> {
+        let r = self.seen.get(&key.key).filter(|r| r.check == key.check && r.at.elapsed() < DEDUP_WINDOW)?;
         Some(SendReceipt {
             message_id: id.to_owned(),
             partition: r.partition,
@@ -107,13 +109,17 @@ impl SendDedup {
         })
     }
 
-    fn insert(&mut self, topic: &str, receipt: &SendReceipt, now: Instant) {
-        let (key, check) = self.hashes(topic, &receipt.message_id);
+    fn remember(&mut self, key: SendKey, receipt: &SendReceipt, now: Instant) {
         let transaction_id = (!receipt.transaction_id.is_empty()).then(|| receipt.transaction_id.as_str().into());
-        let remembered =
-            Remembered { check, partition: receipt.partition, offset: receipt.offset, at: now, transaction_id };
-        self.order.push_back((key, now));
-        self.seen.insert(key, remembered);
+        let remembered = Remembered {
+            check: key.check,
+            partition: receipt.partition,
+            offset: receipt.offset,
+            at: now,
+            transaction_id,
+        };
+        self.order.push_back((key.key, now));
+        self.seen.insert(key.key, remembered);
         while self.order.len() > DEDUP_CAPACITY || self.order.front().is_some_and(|(_, t)| now - *t > DEDUP_WINDOW) {
             let (k, t) = self.order.pop_front().expect("non-empty");
             if self.seen.get(&k).is_some_and(|r| r.at == t) {
@@ -121,6 +127,14 @@ impl SendDedup {
             }
         }
     }
+}
+
+/// A send's place in [`SendDedup`]: a seeded hash of topic and message id, and a second one that
+/// confirms a match.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SendKey {
+    key: u64,
+    check: u64,
 }
 
 /// The send metrics of one (topic, message type), looked up once per run of a batch instead of
@@ -167,15 +181,17 @@ impl Broker {
         let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
         let digests = crate::digest::md5_of_each(&bodies);
         drop(bodies);
+        // One store time for the request's messages: they arrived together.
+        let store_time = now_ms();
         for (slot, (message, digest)) in messages.into_iter().zip(digests).enumerate() {
-            match self.prepare(message, digest) {
+            match self.prepare(message, digest, store_time) {
                 Ok(Prepared::Duplicate(receipt)) => results[slot] = Some(Ok(receipt)),
-                Ok(Prepared::New { record, topic, receipt, body_len, message_type }) => {
+                Ok(Prepared::New { record, topic, receipt, key, body_len, message_type }) => {
                     if topic.config.durability == Durability::Sync {
                         durability = Durability::Sync;
                     }
                     let indexed = record.kind == RecordKind::Message;
-                    pending.push((slot, topic, receipt, body_len, message_type, indexed));
+                    pending.push((slot, topic, receipt, key, body_len, message_type, indexed));
                     records.push(record);
                 }
                 Err(e) => results[slot] = Some(Err(e)),
@@ -188,7 +204,7 @@ impl Broker {
                     let latency = (now - started).as_secs_f64();
                     let mut metrics: Option<SendMetrics> = None;
                     let mut dedup = self.dedup.lock();
-                    for ((slot, topic, mut receipt, body_len, message_type, indexed), a) in
+                    for ((slot, topic, mut receipt, key, body_len, message_type, indexed), a) in
                         pending.into_iter().zip(appended)
                     {
                         let m = match metrics.take() {
@@ -200,7 +216,7 @@ impl Broker {
                         if indexed {
                             receipt.offset = a.queue_offset;
                         }
-                        dedup.insert(&topic.config.name, &receipt, now);
+                        dedup.remember(key, &receipt, now);
                         results[slot] = Some(Ok(receipt));
                     }
                 }
@@ -247,7 +263,7 @@ impl Broker {
 
     /// Validates a message and encodes its record (with `digest`, the MD5 of its body), or finds
     /// that it was already stored.
-    fn prepare(&self, m: IncomingMessage, digest: [u8; 16]) -> Result<Prepared, BrokerError> {
+    fn prepare(&self, m: IncomingMessage, digest: [u8; 16], store_time: i64) -> Result<Prepared, BrokerError> {
         let topic = self.catalog.topic(&m.topic)?;
         if !topic.config.access.writable() {
             return Err(BrokerError::Forbidden(format!("topic {} is read-only (spec.permission)", topic.config.name)));
@@ -258,9 +274,14 @@ impl Broker {
         if m.message_id.len() > MAX_FIELD_LEN {
             return Err(BrokerError::IllegalMessageId(format!("longer than {MAX_FIELD_LEN} characters")));
         }
-        if let Some(receipt) = self.dedup.lock().get(&topic.config.name, &m.message_id) {
-            return Ok(Prepared::Duplicate(receipt));
-        }
+        let key = {
+            let dedup = self.dedup.lock();
+            let key = dedup.key_of(&topic.config.name, &m.message_id);
+            if let Some(receipt) = dedup.find(key, &m.message_id) {
+                return Ok(Prepared::Duplicate(receipt));
+            }
+            key
+        };
         if m.body.is_empty() {
             return Err(BrokerError::BodyEmpty);
         }
@@ -291,7 +312,6 @@ impl Broker {
         if group.len() > MAX_FIELD_LEN {
             return Err(BrokerError::IllegalMessageGroup(format!("longer than {MAX_FIELD_LEN} characters")));
         }
-        let store_time = now_ms();
         let kind = self.record_kind(&topic, message_type, &group, m.delivery_timestamp_ms, store_time)?;
         let partition = self.place(&topic, message_type, &group, m.partition_hint)?;
         let body_len = m.body.len();
@@ -328,7 +348,7 @@ impl Broker {
             other => AppendRecord::state(other, stored.encode_to_vec()),
         };
         let receipt = SendReceipt { message_id: m.message_id, partition, offset: 0, transaction_id };
-        Ok(Prepared::New { record, topic, receipt, body_len, message_type })
+        Ok(Prepared::New { record, topic, receipt, key, body_len, message_type })
     }
 
     /// Which record a message becomes, after checking the rules of its type: a plain message, a
@@ -381,7 +401,14 @@ impl Broker {
 
 enum Prepared {
     Duplicate(SendReceipt),
-    New { record: AppendRecord, topic: Arc<Topic>, receipt: SendReceipt, body_len: usize, message_type: MessageType },
+    New {
+        record: AppendRecord,
+        topic: Arc<Topic>,
+        receipt: SendReceipt,
+        key: SendKey,
+        body_len: usize,
+        message_type: MessageType,
+    },
 }
 
 /// Delivery times closer than this are treated as "now".
@@ -424,6 +451,17 @@ fn stored_type(t: MessageType) -> StoredMessageType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lookup and insertion by topic and id, as a send does them.
+    impl SendDedup {
+        fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
+            self.find(self.key_of(topic, id), id)
+        }
+
+        fn insert(&mut self, topic: &str, receipt: &SendReceipt, now: Instant) {
+            self.remember(self.key_of(topic, &receipt.message_id), receipt, now);
+        }
+    }
 
     fn receipt(id: &str, partition: u32, offset: u64, transaction_id: &str) -> SendReceipt {
         SendReceipt { message_id: id.into(), partition, offset, transaction_id: transaction_id.into() }
