@@ -377,6 +377,7 @@ impl Broker {
     pub fn release_client(&self, client: &str) {
         let released = self.consumers.release_client(client);
         if released > 0 {
+            self.store.announce_state();
             tracing::info!(client, released, "client left; its in-flight messages will be redelivered");
         }
     }

@@ -29,10 +29,10 @@ impl Broker {
             return Err(BrokerError::BadRequest("batch_size must be at least 1".into()));
         }
         let batch = req.batch.min(self.config.max_batch);
-        let mut published = self.store.subscribe();
+        let mut news = self.store.news(&topic.config.name);
         let mut stopping = self.stopping();
         loop {
-            published.borrow_and_update();
+            news.mark_seen();
             let (deliveries, next_deadline) = if group.consume_enabled {
                 self.claim(&topic, &group, req, batch, invisible).await?
             } else {
@@ -47,8 +47,8 @@ impl Broker {
             }
             let wake = next_deadline.map_or(req.poll_until, |d| d.min(req.poll_until));
             tokio::select! {
-                changed = published.changed() => {
-                    if changed.is_err() {
+                alive = news.changed() => {
+                    if !alive {
                         return Ok(Vec::new());
                     }
                 }
@@ -242,7 +242,12 @@ impl Broker {
         // The client now decides when the message comes back (a push consumer's nack), so the broker
         // stops renewing it.
         match p.renew(receipt.offset, receipt.generation, Instant::now() + invisible, generation) {
-            Ok(_) => Ok(Receipt { generation, ..receipt }.encode()),
+            Ok(_) => {
+                drop(p);
+                // Waiting receives planned their next look by the old deadline.
+                self.store.announce(&topic.config.name);
+                Ok(Receipt { generation, ..receipt }.encode())
+            }
             Err(LeaseError::Superseded) => {
                 Err(BrokerError::InvalidReceiptHandle("a newer receipt handle replaced this one".into()))
             }

@@ -278,6 +278,8 @@ pub struct Partition {
     id: u32,
     /// The partition's index.
     pub index: PartitionIndex,
+    /// Bumped when messages of this partition's topic are published (shared by its partitions).
+    topic_news: Arc<watch::Sender<u64>>,
 }
 
 impl Partition {
@@ -302,6 +304,37 @@ impl Partition {
     }
 }
 
+/// Publications that may make messages of one topic deliverable: its own messages, and state
+/// records (an acknowledgement frees the next message of a FIFO group, a changed invisibility
+/// makes a message visible again). Messages of other topics do not wake it: every waiting
+/// receive of the broker used to wake on every publication.
+#[derive(Debug)]
+pub struct News {
+    messages: watch::Receiver<u64>,
+    state: watch::Receiver<u64>,
+}
+
+impl News {
+    /// Marks everything so far as seen.
+    pub fn mark_seen(&mut self) {
+        self.messages.borrow_and_update();
+        self.state.borrow_and_update();
+    }
+
+    /// Whether something was published since [`Self::mark_seen`].
+    pub fn has_changed(&self) -> bool {
+        self.messages.has_changed().unwrap_or(true) || self.state.has_changed().unwrap_or(true)
+    }
+
+    /// Waits until something is published; false once the store is gone.
+    pub async fn changed(&mut self) -> bool {
+        tokio::select! {
+            changed = self.messages.changed() => changed.is_ok(),
+            changed = self.state.changed() => changed.is_ok(),
+        }
+    }
+}
+
 type PartitionKey = (Arc<str>, u32);
 
 pub(crate) struct StoreInner {
@@ -315,6 +348,10 @@ pub(crate) struct StoreInner {
     metrics: StoreMetrics,
     /// Everything before this position is on disk and indexed (the checkpoint may move up to it).
     published: watch::Sender<u64>,
+    /// Per topic: bumped when messages of the topic are published (see [`News`]).
+    topic_news: Mutex<HashMap<Arc<str>, Arc<watch::Sender<u64>>>>,
+    /// Bumped when state records (acknowledgements, leases and the like) are published.
+    state_news: watch::Sender<u64>,
     /// Replay position of the newest checkpoint on disk; retention never deletes past it.
     checkpointed: AtomicU64,
     poison: OnceLock<String>,
@@ -337,6 +374,16 @@ impl StoreInner {
         self.published.send_replace(position);
     }
 
+    fn topic_news(&self, topic: &str) -> Arc<watch::Sender<u64>> {
+        let mut news = self.topic_news.lock();
+        if let Some(sender) = news.get(topic) {
+            return sender.clone();
+        }
+        let sender = Arc::new(watch::channel(0).0);
+        news.insert(Arc::from(topic), sender.clone());
+        sender
+    }
+
     fn partition(&self, topic: &str, id: u32) -> Result<Arc<Partition>, StorageError> {
         if let Some(p) = self.partitions.read().get(&(Arc::from(topic), id)) {
             return Ok(p.clone());
@@ -347,7 +394,8 @@ impl StoreInner {
             return Ok(p.clone());
         }
         let dir = self.config.dir.join("index").join(&*topic).join(id.to_string());
-        let p = Arc::new(Partition { topic: topic.clone(), id, index: PartitionIndex::open(dir)? });
+        let topic_news = self.topic_news(&topic);
+        let p = Arc::new(Partition { topic: topic.clone(), id, index: PartitionIndex::open(dir)?, topic_news });
         map.insert((topic, id), p.clone());
         Ok(p)
     }
@@ -415,6 +463,8 @@ impl Store {
             state,
             metrics,
             published,
+            topic_news: Mutex::new(HashMap::new()),
+            state_news: watch::channel(0).0,
             checkpointed: AtomicU64::new(replay_from),
             poison: OnceLock::new(),
             fatal_hook,
@@ -513,9 +563,26 @@ impl Store {
         self.inner.log.read_frame(position, length).map(|(_, body)| body)
     }
 
-    /// A receiver that changes whenever new records become visible (for long polling).
+    /// A receiver that changes whenever new records become visible.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.published.subscribe()
+    }
+
+    /// What a long poll on `topic` waits for: its messages, or state that may free some.
+    pub fn news(&self, topic: &str) -> News {
+        News { messages: self.inner.topic_news(topic).subscribe(), state: self.inner.state_news.subscribe() }
+    }
+
+    /// Wakes the long polls on `topic`: something not in the log made messages deliverable (a
+    /// lease shortened in memory).
+    pub fn announce(&self, topic: &str) {
+        self.inner.topic_news(topic).send_modify(|n| *n += 1);
+    }
+
+    /// Wakes every long poll: state not in the log changed for many topics (a client's leases
+    /// released).
+    pub fn announce_state(&self) {
+        self.inner.state_news.send_modify(|n| *n += 1);
     }
 
     /// Forces an fdatasync of everything written so far.

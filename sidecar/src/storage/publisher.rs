@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::storage::frame::RecordKind;
 use crate::storage::{Appended, Partition, StorageError, StoreInner};
@@ -95,16 +95,28 @@ impl Publisher {
     }
 
     fn publish(&self, group: WrittenGroup) {
-        for (partition, encoded) in group.index_runs {
-            if let Err(e) = partition.index.append(&encoded) {
+        for (partition, encoded) in &group.index_runs {
+            if let Err(e) = partition.index.append(encoded) {
                 // The log has the records and recovery rebuilds the index from it; stop taking writes.
                 self.inner.poison(e.to_string());
             }
         }
+        let state_changed = !group.state_records.is_empty();
         for (kind, position, body) in group.state_records {
             self.inner.state.apply(kind, position, &body);
         }
         self.inner.publish(group.end);
+        // Long polls wake on their topic's messages and on state, not on other topics' messages.
+        let mut told: Option<&Arc<watch::Sender<u64>>> = None;
+        for (partition, _) in &group.index_runs {
+            if told.is_none_or(|t| !Arc::ptr_eq(t, &partition.topic_news)) {
+                partition.topic_news.send_modify(|n| *n += 1);
+                told = Some(&partition.topic_news);
+            }
+        }
+        if state_changed {
+            self.inner.state_news.send_modify(|n| *n += 1);
+        }
         for w in group.waiters {
             let _ = w.reply.send(Ok(w.results));
         }

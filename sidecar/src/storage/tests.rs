@@ -360,6 +360,34 @@ async fn batched_reads_match_single_reads_in_any_order() {
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 3, "the damaged, the expired and the overlong frame");
 }
 
+/// A long poll on one topic wakes for its own messages and for state records, not for the
+/// messages of other topics (every waiting receive used to wake on every publication).
+#[tokio::test]
+async fn news_of_a_topic_ignores_other_topics_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), Arc::new(AckCounter::default()));
+    let mut orders = store.news("orders");
+    orders.mark_seen();
+    append_messages(&store, "payments", 0, 0..5).await;
+    append_messages(&store, "payments", 1, 0..5).await;
+    assert!(!orders.has_changed(), "another topic's messages");
+
+    append_messages(&store, "orders", 1, 0..1).await;
+    assert!(orders.has_changed(), "its own messages");
+    assert!(tokio::time::timeout(Duration::from_secs(5), orders.changed()).await.expect("wakes"), "store open");
+
+    orders.mark_seen();
+    let ack = AckRecord { group: "g".into(), topic: "payments".into(), partition: 0, offsets: vec![0] };
+    store.append(vec![AppendRecord::state(RecordKind::Ack, ack.encode_to_vec())], Durability::Sync).await.unwrap();
+    assert!(orders.has_changed(), "state records may free messages of any topic");
+
+    orders.mark_seen();
+    store.announce("payments");
+    assert!(!orders.has_changed());
+    store.announce("orders");
+    assert!(orders.has_changed(), "announced");
+}
+
 #[tokio::test]
 async fn retention_deletes_old_segments_only_behind_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
