@@ -304,9 +304,9 @@ impl Partition {
     }
 }
 
-/// Publications that may make messages of one topic deliverable: its own messages, and state
-/// records (an acknowledgement frees the next message of a FIFO group, a changed invisibility
-/// makes a message visible again). Messages of other topics do not wake it: every waiting
+/// Publications that may make messages of one topic deliverable: its own messages, and consumer
+/// progress records (an acknowledgement frees the next message of a FIFO group). Messages of
+/// other topics, delayed and half messages and transaction outcomes do not wake it: every waiting
 /// receive of the broker used to wake on every publication.
 #[derive(Debug)]
 pub struct News {
@@ -350,7 +350,7 @@ pub(crate) struct StoreInner {
     published: watch::Sender<u64>,
     /// Per topic: bumped when messages of the topic are published (see [`News`]).
     topic_news: Mutex<HashMap<Arc<str>, Arc<watch::Sender<u64>>>>,
-    /// Bumped when state records (acknowledgements, leases and the like) are published.
+    /// Bumped when consumer progress records (acknowledgements and the like) are published.
     state_news: watch::Sender<u64>,
     /// Replay position of the newest checkpoint on disk; retention never deletes past it.
     checkpointed: AtomicU64,
@@ -568,7 +568,7 @@ impl Store {
         self.inner.published.subscribe()
     }
 
-    /// What a long poll on `topic` waits for: its messages, or state that may free some.
+    /// What a long poll on `topic` waits for: its messages, or consumer progress that may free some.
     pub fn news(&self, topic: &str) -> News {
         News { messages: self.inner.topic_news(topic).subscribe(), state: self.inner.state_news.subscribe() }
     }

@@ -101,7 +101,10 @@ impl Publisher {
                 self.inner.poison(e.to_string());
             }
         }
-        let state_changed = !group.state_records.is_empty();
+        // Only progress records can make a message deliverable (an acknowledgement frees the next
+        // message of a FIFO group); delayed and transactional messages become deliverable as
+        // message records of their own.
+        let progress_changed = group.state_records.iter().any(|(kind, ..)| *kind == RecordKind::Ack);
         for (kind, position, body) in group.state_records {
             self.inner.state.apply(kind, position, &body);
         }
@@ -114,7 +117,7 @@ impl Publisher {
                 told = Some(&partition.topic_news);
             }
         }
-        if state_changed {
+        if progress_changed {
             self.inner.state_news.send_modify(|n| *n += 1);
         }
         for w in group.waiters {

@@ -379,13 +379,27 @@ async fn news_of_a_topic_ignores_other_topics_messages() {
     orders.mark_seen();
     let ack = AckRecord { group: "g".into(), topic: "payments".into(), partition: 0, offsets: vec![0] };
     store.append(vec![AppendRecord::state(RecordKind::Ack, ack.encode_to_vec())], Durability::Sync).await.unwrap();
-    assert!(orders.has_changed(), "state records may free messages of any topic");
+    assert!(orders.has_changed(), "progress records may free messages of any topic");
 
     orders.mark_seen();
     store.announce("payments");
     assert!(!orders.has_changed());
     store.announce("orders");
     assert!(orders.has_changed(), "announced");
+}
+
+/// Delayed and half messages and transaction outcomes free no message by being published (what
+/// they become is published as messages of its own), so they wake no long poll.
+#[tokio::test]
+async fn records_that_free_no_message_wake_no_long_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), Arc::new(NoState));
+    let mut orders = store.news("orders");
+    orders.mark_seen();
+    for kind in [RecordKind::Scheduled, RecordKind::TimerFired, RecordKind::Half, RecordKind::TxnOutcome] {
+        store.append(vec![AppendRecord::state(kind, b"opaque".to_vec())], Durability::Sync).await.unwrap();
+    }
+    assert!(!orders.has_changed());
 }
 
 #[tokio::test]
