@@ -29,7 +29,7 @@ use crate::clients::Clients;
 use crate::consume::filter::Filter;
 use crate::consume::progress::{Lease, LeaseError, Progress};
 use crate::consume::receipt::Receipt;
-use crate::consume::{Consumers, ProgressKey, ProgressRecord};
+use crate::consume::{Consumers, ProgressKey, ProgressKeyRef, ProgressRecord};
 use crate::delay::Timer;
 use crate::error::BrokerError;
 use crate::metrics::Metrics;
@@ -293,7 +293,7 @@ impl Broker {
 
     /// The progress of `group` on `partition`, starting it (durably) on first use.
     async fn progress(&self, group: &GroupConfig, partition: &Partition) -> Result<Arc<Mutex<Progress>>, BrokerError> {
-        let key = ProgressKey::new(&group.name, partition.topic(), partition.id());
+        let key = ProgressKeyRef { group: &group.name, topic: partition.topic(), partition: partition.id() };
         if let Some(p) = self.consumers.get(&key) {
             return Ok(p);
         }
@@ -365,7 +365,7 @@ impl Broker {
                 topic.partitions.len()
             )));
         }
-        let key = ProgressKey::new(&group.name, &topic.config.name, receipt.partition);
+        let key = ProgressKeyRef { group: &group.name, topic: &topic.config.name, partition: receipt.partition };
         let progress = self.consumers.get(&key).ok_or_else(|| {
             BrokerError::InvalidReceiptHandle(format!("group {} has received nothing from this partition", group.name))
         })?;

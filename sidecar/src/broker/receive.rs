@@ -156,7 +156,8 @@ impl Broker {
     }
 
     fn finish_without_delivery(&self, group: &GroupConfig, partition: &Partition, offset: u64) {
-        if let Some(p) = self.consumers.get(&ProgressKey::new(&group.name, partition.topic(), partition.id())) {
+        let key = ProgressKeyRef { group: &group.name, topic: partition.topic(), partition: partition.id() };
+        if let Some(p) = self.consumers.get(&key) {
             p.lock().mark_done(offset);
         }
     }

@@ -10,7 +10,6 @@ pub mod progress;
 pub mod receipt;
 pub mod sql;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -86,6 +85,25 @@ pub struct ProgressKey {
     pub partition: u32,
 }
 
+/// A [`ProgressKey`] made of borrowed parts, to look progress up without building a key (a receive
+/// looks up every partition of its topic on every pass, an acknowledgement every handle). Hashes
+/// as the key it stands for: `Arc<str>` and `&str` hash as the same `str`.
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct ProgressKeyRef<'a> {
+    /// Consumer group.
+    pub group: &'a str,
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: u32,
+}
+
+impl hashbrown::Equivalent<ProgressKey> for ProgressKeyRef<'_> {
+    fn equivalent(&self, key: &ProgressKey) -> bool {
+        self.partition == key.partition && *self.group == *key.group && *self.topic == *key.topic
+    }
+}
+
 impl ProgressKey {
     /// Builds a key.
     pub fn new(group: &str, topic: &str, partition: u32) -> Self {
@@ -96,7 +114,7 @@ impl ProgressKey {
 /// All consumer progress of the broker.
 #[derive(Debug)]
 pub struct Consumers {
-    progress: RwLock<HashMap<ProgressKey, Arc<Mutex<Progress>>>>,
+    progress: RwLock<hashbrown::HashMap<ProgressKey, Arc<Mutex<Progress>>, foldhash::fast::RandomState>>,
     generation: AtomicU64,
 }
 
@@ -104,13 +122,16 @@ impl Default for Consumers {
     fn default() -> Self {
         // Generations start from the clock so handles issued before a restart never match a new lease.
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64);
-        Self { progress: RwLock::new(HashMap::new()), generation: AtomicU64::new(seed.unwrap_or(1) << 8) }
+        Self { progress: RwLock::default(), generation: AtomicU64::new(seed.unwrap_or(1) << 8) }
     }
 }
 
 impl Consumers {
     /// The progress of a (group, topic, partition), if the group ever started on it.
-    pub fn get(&self, key: &ProgressKey) -> Option<Arc<Mutex<Progress>>> {
+    pub fn get(
+        &self,
+        key: &(impl std::hash::Hash + hashbrown::Equivalent<ProgressKey>),
+    ) -> Option<Arc<Mutex<Progress>>> {
         self.progress.read().get(key).cloned()
     }
 
@@ -225,5 +246,18 @@ mod tests {
         let p = p.lock();
         assert_eq!(p.watermark(), 11);
         assert!(p.is_done(12) && !p.is_done(11));
+    }
+
+    /// A borrowed key finds what an owned key stored (it must hash the same), and only that.
+    #[test]
+    fn borrowed_keys_find_the_same_progress() {
+        let c = Consumers::default();
+        c.apply(RecordKind::Ack, 0, &record(vec![], Some(10)));
+        let owned = c.get(&ProgressKey::new("g", "t", 1)).unwrap();
+        let borrowed = c.get(&ProgressKeyRef { group: "g", topic: "t", partition: 1 }).unwrap();
+        assert!(Arc::ptr_eq(&owned, &borrowed));
+        for (group, topic, partition) in [("g", "t", 2), ("g", "u", 1), ("h", "t", 1), ("gt", "", 1)] {
+            assert!(c.get(&ProgressKeyRef { group, topic, partition }).is_none(), "{group}/{topic}/{partition}");
+        }
     }
 }
