@@ -93,7 +93,7 @@ impl Default for SendDedup {
 impl SendDedup {
     /// The table's key of a send of message `id` to `topic`, computed once per message for both the
     /// lookup and the insertion.
-    pub(super) fn key_of(&self, topic: &str, id: &str) -> SendKey {
+    fn key_of(&self, topic: &str, id: &str) -> SendKey {
         use std::hash::BuildHasher;
         SendKey { key: self.key.hash_one((topic, id)), check: self.check.hash_one((topic, id)) }
     }
@@ -132,7 +132,7 @@ impl SendDedup {
 /// A send's place in [`SendDedup`]: a seeded hash of topic and message id, and a second one that
 /// confirms a match.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct SendKey {
+struct SendKey {
     key: u64,
     check: u64,
 }

@@ -346,8 +346,6 @@ pub(crate) struct StoreInner {
     partitions: RwLock<HashMap<PartitionKey, Arc<Partition>>>,
     state: Arc<dyn StateMachine>,
     metrics: StoreMetrics,
-    /// Everything before this position is on disk and indexed (the checkpoint may move up to it).
-    published: watch::Sender<u64>,
     /// Per topic: bumped when messages of the topic are published (see [`News`]).
     topic_news: Mutex<HashMap<Arc<str>, Arc<watch::Sender<u64>>>>,
     /// Bumped when consumer progress records (acknowledgements and the like) are published.
@@ -368,10 +366,6 @@ impl StoreInner {
             tracing::error!(%reason, "storage failed; refusing further writes");
             (self.fatal_hook)(&reason);
         }
-    }
-
-    fn publish(&self, position: u64) {
-        self.published.send_replace(position);
     }
 
     fn topic_news(&self, topic: &str) -> Arc<watch::Sender<u64>> {
@@ -455,14 +449,12 @@ impl Store {
         }
         let log =
             CommitLog::open(&config.dir.join("commitlog"), config.segment_bytes, config.max_frame_bytes, replay_from)?;
-        let (published, _) = watch::channel(0);
         let inner = Arc::new(StoreInner {
             retention: Mutex::new(config.retention),
             log,
             partitions: RwLock::new(HashMap::new()),
             state,
             metrics,
-            published,
             topic_news: Mutex::new(HashMap::new()),
             state_news: watch::channel(0).0,
             checkpointed: AtomicU64::new(replay_from),
@@ -561,11 +553,6 @@ impl Store {
     /// Reads the body of the frame of `length` bytes at log `position` (any record kind).
     pub fn read_at(&self, position: u64, length: u32) -> Result<Bytes, StorageError> {
         self.inner.log.read_frame(position, length).map(|(_, body)| body)
-    }
-
-    /// A receiver that changes whenever new records become visible.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.published.subscribe()
     }
 
     /// What a long poll on `topic` waits for: its messages, or consumer progress that may free some.
@@ -747,7 +734,6 @@ impl StoreInner {
         for p in self.partitions.read().values() {
             p.index.truncate_from_position(report.log_end)?;
         }
-        self.publish(report.log_end);
         Ok(report)
     }
 }

@@ -108,13 +108,12 @@ impl Publisher {
         for (kind, position, body) in group.state_records {
             self.inner.state.apply(kind, position, &body);
         }
-        self.inner.publish(group.end);
-        // Long polls wake on their topic's messages and on state, not on other topics' messages.
-        let mut told: Option<&Arc<watch::Sender<u64>>> = None;
+        // Long polls wake on their topic's messages, once per topic of the group.
+        let mut told: Vec<&Arc<watch::Sender<u64>>> = Vec::new();
         for (partition, _) in &group.index_runs {
-            if told.is_none_or(|t| !Arc::ptr_eq(t, &partition.topic_news)) {
+            if !told.iter().any(|t| Arc::ptr_eq(t, &partition.topic_news)) {
                 partition.topic_news.send_modify(|n| *n += 1);
-                told = Some(&partition.topic_news);
+                told.push(&partition.topic_news);
             }
         }
         if progress_changed {
