@@ -4,6 +4,7 @@
 mod admin;
 pub use admin::{PartitionBacklog, ResetTarget};
 mod dead_letter;
+mod dedup;
 mod receive;
 mod send;
 mod timer;
@@ -11,9 +12,9 @@ mod transaction;
 
 pub use transaction::Resolution;
 
-use send::SendDedup;
+use dedup::SendDedup;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -194,7 +195,7 @@ pub struct Broker {
     transactions: Arc<Transactions>,
     clients: Clients,
     metrics: Metrics,
-    dedup: Mutex<SendDedup>,
+    dedup: SendDedup,
     round_robin: AtomicUsize,
     transaction_seq: AtomicU64,
     /// Serialises the creation of a group's progress on a partition.
@@ -246,7 +247,7 @@ impl Broker {
             transactions: state.transactions.clone(),
             clients,
             metrics,
-            dedup: Mutex::new(SendDedup::default()),
+            dedup: SendDedup::default(),
             round_robin: AtomicUsize::new(0),
             transaction_seq: AtomicU64::new(
                 SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0),

@@ -2,6 +2,7 @@
 //! each message becomes.
 
 use super::*;
+use dedup::SendKey;
 
 /// Properties RocketMQ reserves for itself; producers may not set them as user properties.
 const RESERVED_PROPERTIES: &[&str] = &[
@@ -47,95 +48,6 @@ const MAX_PROPERTY_BYTES: usize = 16 * 1024;
 
 /// Longest message id, tag, key or message group.
 const MAX_FIELD_LEN: usize = 128;
-
-/// Recent sends by (topic, message id), so a client's retry of a send that did succeed is answered
-/// with the original result instead of storing the message twice.
-///
-/// Entries hold no strings, so remembering a send allocates nothing and the table stays small in
-/// the cache: an entry is keyed by a seeded 64-bit hash of topic and id and confirmed by a second,
-/// independently seeded hash (a false match needs two different sends to agree on both).
-#[derive(Debug)]
-pub(super) struct SendDedup {
-    key: foldhash::fast::RandomState,
-    check: foldhash::fast::RandomState,
-    seen: HashMap<u64, Remembered, foldhash::fast::RandomState>,
-    order: VecDeque<(u64, Instant)>,
-}
-
-/// What a remembered send answered.
-#[derive(Debug)]
-struct Remembered {
-    check: u64,
-    partition: u32,
-    offset: u64,
-    at: Instant,
-    /// Half messages only.
-    transaction_id: Option<Box<str>>,
-}
-
-const DEDUP_CAPACITY: usize = 100_000;
-
-const DEDUP_WINDOW: Duration = Duration::from_secs(300);
-
-impl Default for SendDedup {
-    /// Sized for [`DEDUP_CAPACITY`] up front: growing the table rehashes it under the broker-wide
-    /// lock every send takes, a stall of several milliseconds at the last doublings.
-    fn default() -> Self {
-        Self {
-            key: Default::default(),
-            check: Default::default(),
-            seen: HashMap::with_capacity_and_hasher(DEDUP_CAPACITY, Default::default()),
-            order: VecDeque::with_capacity(DEDUP_CAPACITY + 1),
-        }
-    }
-}
-
-impl SendDedup {
-    /// The table's key of a send of message `id` to `topic`, computed once per message for both the
-    /// lookup and the insertion.
-    fn key_of(&self, topic: &str, id: &str) -> SendKey {
-        use std::hash::BuildHasher;
-        SendKey { key: self.key.hash_one((topic, id)), check: self.check.hash_one((topic, id)) }
-    }
-
-    /// What an earlier send of message `id` (under `key`) answered, if it is remembered.
-    fn find(&self, key: SendKey, id: &str) -> Option<SendReceipt> {
-        let r = self.seen.get(&key.key).filter(|r| r.check == key.check && r.at.elapsed() < DEDUP_WINDOW)?;
-        Some(SendReceipt {
-            message_id: id.to_owned(),
-            partition: r.partition,
-            offset: r.offset,
-            transaction_id: r.transaction_id.as_deref().unwrap_or_default().to_owned(),
-        })
-    }
-
-    fn remember(&mut self, key: SendKey, receipt: &SendReceipt, now: Instant) {
-        let transaction_id = (!receipt.transaction_id.is_empty()).then(|| receipt.transaction_id.as_str().into());
-        let remembered = Remembered {
-            check: key.check,
-            partition: receipt.partition,
-            offset: receipt.offset,
-            at: now,
-            transaction_id,
-        };
-        self.order.push_back((key.key, now));
-        self.seen.insert(key.key, remembered);
-        while self.order.len() > DEDUP_CAPACITY || self.order.front().is_some_and(|(_, t)| now - *t > DEDUP_WINDOW) {
-            let (k, t) = self.order.pop_front().expect("non-empty");
-            if self.seen.get(&k).is_some_and(|r| r.at == t) {
-                self.seen.remove(&k);
-            }
-        }
-    }
-}
-
-/// A send's place in [`SendDedup`]: a seeded hash of topic and message id, and a second one that
-/// confirms a match.
-#[derive(Debug, Clone, Copy)]
-struct SendKey {
-    key: u64,
-    check: u64,
-}
 
 /// The send metrics of one (topic, message type), looked up once per run of a batch instead of
 /// once per message.
@@ -183,10 +95,35 @@ impl Broker {
         drop(bodies);
         // One store time for the request's messages: they arrived together.
         let store_time = now_ms();
-        for (slot, (message, digest)) in messages.into_iter().zip(digests).enumerate() {
-            match self.prepare(message, digest, store_time) {
-                Ok(Prepared::Duplicate(receipt)) => results[slot] = Some(Ok(receipt)),
-                Ok(Prepared::New { record, topic, receipt, key, body_len, message_type }) => {
+        let mut topic: Option<Arc<Topic>> = None;
+        let prepared: Vec<_> = messages
+            .into_iter()
+            .zip(digests)
+            .map(|(message, digest)| {
+                // A request's messages mostly go to one topic: resolved once per run of them.
+                let t = match topic.take() {
+                    Some(t) if t.config.name == message.topic => t,
+                    _ => self.catalog.topic(&message.topic)?,
+                };
+                topic = Some(t.clone());
+                self.prepare(t, message, digest, store_time)
+            })
+            .collect();
+        // Retries of sends already stored, looked up for the whole request under one lock.
+        let mut duplicates: Vec<Option<SendReceipt>> = vec![None; prepared.len()];
+        {
+            let now = Instant::now();
+            let remembered = self.dedup.lock();
+            for (p, duplicate) in prepared.iter().zip(&mut duplicates) {
+                if let Ok(New { receipt, key, .. }) = p {
+                    *duplicate = remembered.find(*key, &receipt.message_id, now);
+                }
+            }
+        }
+        for (slot, (p, duplicate)) in prepared.into_iter().zip(duplicates).enumerate() {
+            match (p, duplicate) {
+                (_, Some(receipt)) => results[slot] = Some(Ok(receipt)),
+                (Ok(New { record, topic, receipt, key, body_len, message_type }), None) => {
                     if topic.config.durability == Durability::Sync {
                         durability = Durability::Sync;
                     }
@@ -194,7 +131,7 @@ impl Broker {
                     pending.push((slot, topic, receipt, key, body_len, message_type, indexed));
                     records.push(record);
                 }
-                Err(e) => results[slot] = Some(Err(e)),
+                (Err(e), None) => results[slot] = Some(Err(e)),
             }
         }
         if !records.is_empty() {
@@ -203,7 +140,7 @@ impl Broker {
                     let now = Instant::now();
                     let latency = (now - started).as_secs_f64();
                     let mut metrics: Option<SendMetrics> = None;
-                    let mut dedup = self.dedup.lock();
+                    let mut remembered = self.dedup.lock();
                     for ((slot, topic, mut receipt, key, body_len, message_type, indexed), a) in
                         pending.into_iter().zip(appended)
                     {
@@ -216,7 +153,7 @@ impl Broker {
                         if indexed {
                             receipt.offset = a.queue_offset;
                         }
-                        dedup.remember(key, &receipt, now);
+                        remembered.remember(key, &receipt, now);
                         results[slot] = Some(Ok(receipt));
                     }
                 }
@@ -261,10 +198,15 @@ impl Broker {
         }
     }
 
-    /// Validates a message and encodes its record (with `digest`, the MD5 of its body), or finds
-    /// that it was already stored.
-    fn prepare(&self, m: IncomingMessage, digest: [u8; 16], store_time: i64) -> Result<Prepared, BrokerError> {
-        let topic = self.catalog.topic(&m.topic)?;
+    /// Validates a message for `topic` and encodes its record (with `digest`, the MD5 of its
+    /// body); whether it was already stored is looked up by the caller, for a whole request at once.
+    fn prepare(
+        &self,
+        topic: Arc<Topic>,
+        m: IncomingMessage,
+        digest: [u8; 16],
+        store_time: i64,
+    ) -> Result<New, BrokerError> {
         if !topic.config.access.writable() {
             return Err(BrokerError::Forbidden(format!("topic {} is read-only (spec.permission)", topic.config.name)));
         }
@@ -274,14 +216,7 @@ impl Broker {
         if m.message_id.len() > MAX_FIELD_LEN {
             return Err(BrokerError::IllegalMessageId(format!("longer than {MAX_FIELD_LEN} characters")));
         }
-        let key = {
-            let dedup = self.dedup.lock();
-            let key = dedup.key_of(&topic.config.name, &m.message_id);
-            if let Some(receipt) = dedup.find(key, &m.message_id) {
-                return Ok(Prepared::Duplicate(receipt));
-            }
-            key
-        };
+        let key = self.dedup.key_of(&topic.config.name, &m.message_id);
         if m.body.is_empty() {
             return Err(BrokerError::BodyEmpty);
         }
@@ -348,7 +283,7 @@ impl Broker {
             other => AppendRecord::state(other, stored.encode_to_vec()),
         };
         let receipt = SendReceipt { message_id: m.message_id, partition, offset: 0, transaction_id };
-        Ok(Prepared::New { record, topic, receipt, key, body_len, message_type })
+        Ok(New { record, topic, receipt, key, body_len, message_type })
     }
 
     /// Which record a message becomes, after checking the rules of its type: a plain message, a
@@ -399,16 +334,14 @@ impl Broker {
     }
 }
 
-enum Prepared {
-    Duplicate(SendReceipt),
-    New {
-        record: AppendRecord,
-        topic: Arc<Topic>,
-        receipt: SendReceipt,
-        key: SendKey,
-        body_len: usize,
-        message_type: MessageType,
-    },
+/// A valid message, encoded, and what its send will answer once stored.
+struct New {
+    record: AppendRecord,
+    topic: Arc<Topic>,
+    receipt: SendReceipt,
+    key: SendKey,
+    body_len: usize,
+    message_type: MessageType,
 }
 
 /// Delivery times closer than this are treated as "now".
@@ -445,52 +378,5 @@ fn stored_type(t: MessageType) -> StoredMessageType {
         MessageType::Fifo => StoredMessageType::Fifo,
         MessageType::Delay => StoredMessageType::Delay,
         MessageType::Transaction => StoredMessageType::Transaction,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Lookup and insertion by topic and id, as a send does them.
-    impl SendDedup {
-        fn get(&self, topic: &str, id: &str) -> Option<SendReceipt> {
-            self.find(self.key_of(topic, id), id)
-        }
-
-        fn insert(&mut self, topic: &str, receipt: &SendReceipt, now: Instant) {
-            self.remember(self.key_of(topic, &receipt.message_id), receipt, now);
-        }
-    }
-
-    fn receipt(id: &str, partition: u32, offset: u64, transaction_id: &str) -> SendReceipt {
-        SendReceipt { message_id: id.into(), partition, offset, transaction_id: transaction_id.into() }
-    }
-
-    #[test]
-    fn a_retried_send_gets_the_first_answer() {
-        let mut dedup = SendDedup::default();
-        let now = Instant::now();
-        dedup.insert("orders", &receipt("id-1", 3, 42, ""), now);
-        dedup.insert("orders", &receipt("id-2", 1, 7, "0-00000000000000a1"), now);
-        assert_eq!(dedup.get("orders", "id-1"), Some(receipt("id-1", 3, 42, "")));
-        assert_eq!(dedup.get("orders", "id-2"), Some(receipt("id-2", 1, 7, "0-00000000000000a1")));
-        // The same id on another topic, or another id, is a different send.
-        assert_eq!(dedup.get("payments", "id-1"), None);
-        assert_eq!(dedup.get("orders", "id-3"), None);
-    }
-
-    #[test]
-    fn the_oldest_sends_are_forgotten_past_the_capacity() {
-        let mut dedup = SendDedup::default();
-        let now = Instant::now();
-        for i in 0..DEDUP_CAPACITY + 10 {
-            dedup.insert("t", &receipt(&format!("m{i}"), 0, i as u64, ""), now);
-        }
-        assert_eq!(dedup.seen.len(), DEDUP_CAPACITY);
-        assert_eq!(dedup.get("t", "m9"), None);
-        assert_eq!(dedup.get("t", "m10"), Some(receipt("m10", 0, 10, "")));
-        let last = DEDUP_CAPACITY + 9;
-        assert_eq!(dedup.get("t", &format!("m{last}")), Some(receipt(&format!("m{last}"), 0, last as u64, "")));
     }
 }
