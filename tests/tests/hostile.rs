@@ -102,6 +102,9 @@ async fn garbage_frames_and_invalid_utf8_are_refused_and_the_broker_stays_up() {
     still_serving(&mut broker).await;
 }
 
+/// Every SDK client holds a Telemetry stream open for as long as it runs, so what an idle stream
+/// costs is multiplied by the fleet: about 27 KB each (HTTP/2 stream state, tonic's buffers, the
+/// session's channels), 53 KB before the outbound commands were boxed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_idle_telemetry_streams_keep_memory_bounded() {
     const STREAMS: usize = 2_000;
@@ -140,7 +143,7 @@ async fn two_thousand_idle_telemetry_streams_keep_memory_bounded() {
     }
     let after = rss_bytes(broker.pid());
     println!("{STREAMS} idle Telemetry streams: broker RSS {} MiB -> {} MiB", before >> 20, after >> 20);
-    assert!(after < before + (128 << 20), "idle streams cost {} MiB", (after - before) >> 20);
+    assert!(after < before + (80 << 20), "idle streams cost {} MiB", (after - before) >> 20);
     still_serving(&mut broker).await;
     drop(held);
 }
