@@ -19,8 +19,9 @@
 //! matches and its sequence number is still in the ring, that is for a real retry or one in four
 //! billion sends. Remembering writes a way of the same bucket (one still holding a forgotten send,
 //! else the oldest) and appends to the ring; forgetting pops the ring's front and nothing else:
-//! a way whose sequence number left the ring is free. With four ways per remembered send, a
-//! bucket overflows (and forgets its oldest send early) about once per 50,000 buckets.
+//! a way whose sequence number left the ring is free. With five ways per remembered send, a full
+//! table has about two buckets that more than eight of its sends fell into (1 in 30,000); each
+//! forgets its oldest send early.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
@@ -40,7 +41,8 @@ const DEDUP_WINDOW: Duration = Duration::from_secs(300);
 /// Ways per bucket of the index: eight ways of 8 bytes fill a 64-byte cache line.
 const WAYS: usize = 8;
 
-/// Buckets of the index: four ways per remembered send, a power of two.
+/// Buckets of the index: at least four ways per remembered send, rounded up to a power of two
+/// (65,536 buckets, five ways per send).
 const BUCKETS: usize = (DEDUP_CAPACITY * 4 / WAYS).next_power_of_two();
 
 /// Recent sends, shared by every request of the broker.
