@@ -55,7 +55,7 @@ impl Broker {
         for ((topic, partition), offsets) in done {
             let record =
                 ProgressRecord { group: group.name.clone(), topic, partition, done: offsets, ..Default::default() };
-            records.push(AppendRecord::state(RecordKind::Ack, record.encode_to_vec()));
+            records.push(AppendRecord::progress(&record.topic, record.encode_to_vec()));
         }
         self.store.append(records, Durability::Sync).await?;
         Ok(())

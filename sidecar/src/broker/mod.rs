@@ -329,7 +329,7 @@ impl Broker {
         records: Vec<ProgressRecord>,
         durability: Durability,
     ) -> Result<(), BrokerError> {
-        let records = records.into_iter().map(|r| AppendRecord::state(RecordKind::Ack, r.encode_to_vec())).collect();
+        let records = records.into_iter().map(|r| AppendRecord::progress(&r.topic, r.encode_to_vec())).collect();
         self.store.append(records, durability).await?;
         Ok(())
     }

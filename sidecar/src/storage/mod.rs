@@ -304,10 +304,12 @@ impl Partition {
     }
 }
 
-/// Publications that may make messages of one topic deliverable: its own messages, and consumer
-/// progress records (an acknowledgement frees the next message of a FIFO group). Messages of
-/// other topics, delayed and half messages and transaction outcomes do not wake it: every waiting
-/// receive of the broker used to wake on every publication.
+/// Publications that may make messages of one topic deliverable: its own messages, and its
+/// consumers' progress records (an acknowledgement frees the next message of a FIFO group).
+/// Messages and progress of other topics, delayed and half messages and transaction outcomes do
+/// not wake it: every waiting receive of the broker used to wake on every publication. Progress
+/// appended without a topic ([`AppendRecord::state`]) and [`Store::announce_state`] wake every
+/// topic.
 #[derive(Debug)]
 pub struct News {
     messages: watch::Receiver<u64>,
@@ -555,7 +557,8 @@ impl Store {
         self.inner.log.read_frame(position, length).map(|(_, body)| body)
     }
 
-    /// What a long poll on `topic` waits for: its messages, or consumer progress that may free some.
+    /// What a long poll on `topic` waits for: its messages, or its consumers' progress that may
+    /// free some.
     pub fn news(&self, topic: &str) -> News {
         News { messages: self.inner.topic_news(topic).subscribe(), state: self.inner.state_news.subscribe() }
     }

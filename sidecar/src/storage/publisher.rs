@@ -43,9 +43,19 @@ pub(crate) struct WrittenGroup {
     pub(crate) needs_sync: bool,
     /// Encoded index entries per partition, in queue-offset order.
     pub(crate) index_runs: Vec<(Arc<Partition>, Vec<u8>)>,
-    /// State records with their log positions, in log order.
-    pub(crate) state_records: Vec<(RecordKind, u64, Vec<u8>)>,
+    /// State records, in log order.
+    pub(crate) state_records: Vec<StateRecord>,
     pub(crate) waiters: Vec<Waiter>,
+}
+
+/// A state record of a written group.
+pub(crate) struct StateRecord {
+    pub(crate) kind: RecordKind,
+    /// Its log position.
+    pub(crate) position: u64,
+    pub(crate) body: Vec<u8>,
+    /// See [`AppendRecord::wakes`](crate::storage::AppendRecord::wakes).
+    pub(crate) wakes: Option<Box<str>>,
 }
 
 /// The groups written but not yet published, oldest first.
@@ -102,21 +112,30 @@ impl Publisher {
             }
         }
         // Only progress records can make a message deliverable (an acknowledgement frees the next
-        // message of a FIFO group); delayed and transactional messages become deliverable as
-        // message records of their own.
-        let progress_changed = group.state_records.iter().any(|(kind, ..)| *kind == RecordKind::Ack);
-        for (kind, position, body) in group.state_records {
-            self.inner.state.apply(kind, position, &body);
-        }
-        // Long polls wake on their topic's messages, once per topic of the group.
-        let mut told: Vec<&Arc<watch::Sender<u64>>> = Vec::new();
-        for (partition, _) in &group.index_runs {
-            if !told.iter().any(|t| Arc::ptr_eq(t, &partition.topic_news)) {
-                partition.topic_news.send_modify(|n| *n += 1);
-                told.push(&partition.topic_news);
+        // message of a FIFO group), and only on their own topic; delayed and transactional
+        // messages become deliverable as message records of their own.
+        let mut every_topic = false;
+        let mut progressed: Vec<Box<str>> = Vec::new();
+        for record in group.state_records {
+            self.inner.state.apply(record.kind, record.position, &record.body);
+            if record.kind == RecordKind::Ack {
+                match record.wakes {
+                    Some(topic) => progressed.push(topic),
+                    None => every_topic = true,
+                }
             }
         }
-        if progress_changed {
+        // Woken only now that every record of the group is applied, each topic once: its own
+        // messages (the index runs above) and its consumers' progress.
+        let mut told: Vec<Arc<watch::Sender<u64>>> = Vec::new();
+        let news = group.index_runs.iter().map(|(partition, _)| partition.topic_news.clone());
+        for news in news.chain(progressed.iter().map(|topic| self.inner.topic_news(topic))) {
+            if !told.iter().any(|t| Arc::ptr_eq(t, &news)) {
+                news.send_modify(|n| *n += 1);
+                told.push(news);
+            }
+        }
+        if every_topic {
             self.inner.state_news.send_modify(|n| *n += 1);
         }
         for w in group.waiters {

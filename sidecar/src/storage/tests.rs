@@ -360,10 +360,10 @@ async fn batched_reads_match_single_reads_in_any_order() {
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 3, "the damaged, the expired and the overlong frame");
 }
 
-/// A long poll on one topic wakes for its own messages and for state records, not for the
-/// messages of other topics (every waiting receive used to wake on every publication).
+/// A long poll on one topic wakes for its own messages and consumer progress, not for other
+/// topics' (every waiting receive used to wake on every publication and every acknowledgement).
 #[tokio::test]
-async fn news_of_a_topic_ignores_other_topics_messages() {
+async fn news_of_a_topic_ignores_other_topics_messages_and_progress() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path(), Arc::new(AckCounter::default()));
     let mut orders = store.news("orders");
@@ -376,10 +376,23 @@ async fn news_of_a_topic_ignores_other_topics_messages() {
     assert!(orders.has_changed(), "its own messages");
     assert!(tokio::time::timeout(Duration::from_secs(5), orders.changed()).await.expect("wakes"), "store open");
 
+    let progress = |topic: &str| {
+        let ack = AckRecord { group: "g".into(), topic: topic.into(), partition: 0, offsets: vec![0] };
+        AppendRecord::progress(topic, ack.encode_to_vec())
+    };
     orders.mark_seen();
-    let ack = AckRecord { group: "g".into(), topic: "payments".into(), partition: 0, offsets: vec![0] };
-    store.append(vec![AppendRecord::state(RecordKind::Ack, ack.encode_to_vec())], Durability::Sync).await.unwrap();
-    assert!(orders.has_changed(), "progress records may free messages of any topic");
+    store.append(vec![progress("payments")], Durability::Sync).await.unwrap();
+    assert!(!orders.has_changed(), "another topic's progress");
+    store.append(vec![progress("payments"), progress("orders")], Durability::Sync).await.unwrap();
+    assert!(orders.has_changed(), "its own consumers' progress may free its messages");
+
+    orders.mark_seen();
+    let unaddressed = AckRecord { group: "g".into(), topic: "payments".into(), partition: 0, offsets: vec![1] };
+    store
+        .append(vec![AppendRecord::state(RecordKind::Ack, unaddressed.encode_to_vec())], Durability::Sync)
+        .await
+        .unwrap();
+    assert!(orders.has_changed(), "progress that names no topic wakes every topic");
 
     orders.mark_seen();
     store.announce("payments");

@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::storage::frame::{self, HEADER_LEN, RecordKind};
 use crate::storage::index::IndexEntry;
-use crate::storage::publisher::{Publisher, Reply, Waiter, WrittenGroup};
+use crate::storage::publisher::{Publisher, Reply, StateRecord, Waiter, WrittenGroup};
 use crate::storage::segment::Segment;
 use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner, StoreMetrics};
 
@@ -55,6 +55,9 @@ pub struct AppendRecord {
     pub group_hash: u32,
     /// For messages: store time for the index.
     pub store_time_ms: u64,
+    /// For consumer progress: the topic whose long polls it may free a message for (an
+    /// acknowledgement frees the next message of a FIFO group). Unset: every topic's.
+    pub wakes: Option<Box<str>>,
     /// The encoded body.
     pub body: Vec<u8>,
 }
@@ -68,12 +71,25 @@ impl AppendRecord {
         store_time_ms: u64,
         body: Vec<u8>,
     ) -> Self {
-        Self { kind: RecordKind::Message, partition: Some(partition), tag_hash, group_hash, store_time_ms, body }
+        Self {
+            kind: RecordKind::Message,
+            partition: Some(partition),
+            tag_hash,
+            group_hash,
+            store_time_ms,
+            wakes: None,
+            body,
+        }
     }
 
     /// A record for the state machine (consumer progress and the like).
     pub fn state(kind: RecordKind, body: Vec<u8>) -> Self {
-        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, body }
+        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, wakes: None, body }
+    }
+
+    /// Consumer progress on `topic`: once published it wakes that topic's long polls only.
+    pub fn progress(topic: &str, body: Vec<u8>) -> Self {
+        Self { wakes: Some(topic.into()), ..Self::state(RecordKind::Ack, body) }
     }
 }
 
@@ -449,7 +465,12 @@ impl Writer {
                 };
                 frame::encode_into(&mut self.buf, record.kind, position, sequence, &record.body);
                 if record.kind != RecordKind::Message {
-                    state_records.push((record.kind, position, record.body));
+                    state_records.push(StateRecord {
+                        kind: record.kind,
+                        position,
+                        body: record.body,
+                        wakes: record.wakes,
+                    });
                 }
                 results.push(Appended { position, queue_offset: sequence });
             }
