@@ -128,8 +128,9 @@ impl Publisher {
         // Woken only now that every record of the group is applied, each topic once: its own
         // messages (the index runs above) and its consumers' progress.
         let mut told: Vec<Arc<watch::Sender<u64>>> = Vec::new();
-        let news = group.index_runs.iter().map(|(partition, _)| partition.topic_news.clone());
-        for news in news.chain(progressed.iter().map(|topic| self.inner.topic_news(topic))) {
+        let of_messages = group.index_runs.iter().map(|(partition, _)| partition.topic_news.clone());
+        let of_progress = progressed.iter().map(|topic| self.inner.topic_news(topic));
+        for news in of_messages.chain(of_progress) {
             if !told.iter().any(|t| Arc::ptr_eq(t, &news)) {
                 news.send_modify(|n| *n += 1);
                 told.push(news);
