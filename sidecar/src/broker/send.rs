@@ -109,29 +109,27 @@ impl Broker {
                 self.prepare(t, message, digest, store_time)
             })
             .collect();
-        // Retries of sends already stored, looked up for the whole request under one lock.
-        let mut duplicates: Vec<Option<SendReceipt>> = vec![None; prepared.len()];
+        // Retries of sends already stored are looked up for the whole request under one lock.
         {
-            let now = Instant::now();
             let remembered = self.dedup.lock();
-            for (p, duplicate) in prepared.iter().zip(&mut duplicates) {
-                if let Ok(New { receipt, key, .. }) = p {
-                    *duplicate = remembered.find(*key, &receipt.message_id, now);
-                }
-            }
-        }
-        for (slot, (p, duplicate)) in prepared.into_iter().zip(duplicates).enumerate() {
-            match (p, duplicate) {
-                (_, Some(receipt)) => results[slot] = Some(Ok(receipt)),
-                (Ok(New { record, topic, receipt, key, body_len, message_type }), None) => {
-                    if topic.config.durability == Durability::Sync {
-                        durability = Durability::Sync;
+            let now = Instant::now();
+            for (slot, p) in prepared.into_iter().enumerate() {
+                match p {
+                    Ok(New { receipt, key, .. })
+                        if let Some(first) = remembered.find(key, &receipt.message_id, now) =>
+                    {
+                        results[slot] = Some(Ok(first));
                     }
-                    let indexed = record.kind == RecordKind::Message;
-                    pending.push((slot, topic, receipt, key, body_len, message_type, indexed));
-                    records.push(record);
+                    Ok(New { record, topic, receipt, key, body_len, message_type }) => {
+                        if topic.config.durability == Durability::Sync {
+                            durability = Durability::Sync;
+                        }
+                        let indexed = record.kind == RecordKind::Message;
+                        pending.push((slot, topic, receipt, key, body_len, message_type, indexed));
+                        records.push(record);
+                    }
+                    Err(e) => results[slot] = Some(Err(e)),
                 }
-                (Err(e), None) => results[slot] = Some(Err(e)),
             }
         }
         if !records.is_empty() {

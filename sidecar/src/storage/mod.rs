@@ -350,7 +350,8 @@ pub(crate) struct StoreInner {
     metrics: StoreMetrics,
     /// Per topic: bumped when messages of the topic are published (see [`News`]).
     topic_news: Mutex<HashMap<Arc<str>, Arc<watch::Sender<u64>>>>,
-    /// Bumped when consumer progress records (acknowledgements and the like) are published.
+    /// Bumped for every topic at once: consumer progress that names no topic, and
+    /// [`Store::announce_state`].
     state_news: watch::Sender<u64>,
     /// Replay position of the newest checkpoint on disk; retention never deletes past it.
     checkpointed: AtomicU64,

@@ -115,23 +115,22 @@ impl Publisher {
         // message of a FIFO group), and only on their own topic; delayed and transactional
         // messages become deliverable as message records of their own.
         let mut every_topic = false;
-        let mut progressed: Vec<Box<str>> = Vec::new();
+        let mut progressed: Vec<Arc<watch::Sender<u64>>> = Vec::new();
         for record in group.state_records {
             self.inner.state.apply(record.kind, record.position, &record.body);
             if record.kind == RecordKind::Ack {
                 match record.wakes {
-                    Some(topic) => progressed.push(topic),
+                    Some(topic) => progressed.push(self.inner.topic_news(&topic)),
                     None => every_topic = true,
                 }
             }
         }
         // Woken only now that every record of the group is applied, each topic once: its own
         // messages (the index runs above) and its consumers' progress.
-        let mut told: Vec<Arc<watch::Sender<u64>>> = Vec::new();
-        let of_messages = group.index_runs.iter().map(|(partition, _)| partition.topic_news.clone());
-        let of_progress = progressed.iter().map(|topic| self.inner.topic_news(topic));
-        for news in of_messages.chain(of_progress) {
-            if !told.iter().any(|t| Arc::ptr_eq(t, &news)) {
+        let of_messages = group.index_runs.iter().map(|(partition, _)| &partition.topic_news);
+        let mut told: Vec<&Arc<watch::Sender<u64>>> = Vec::new();
+        for news in of_messages.chain(&progressed) {
+            if !told.iter().any(|t| Arc::ptr_eq(t, news)) {
                 news.send_modify(|n| *n += 1);
                 told.push(news);
             }
