@@ -89,6 +89,7 @@ async fn main() {
         metrics_listen: "127.0.0.1:0".parse().unwrap(),
         advertise_host: None,
         segment_bytes: 256 << 20,
+        zero_fill_ahead: 8 << 20,
         min_free_bytes: 64 << 20,
         tls: None,
         peer_tls: None,

@@ -69,13 +69,14 @@ impl CommitLog {
         if segments.is_empty() {
             segments.push(Arc::new(Segment::create(dir, initial_base, segment_bytes)?));
         }
-        let end = segments.last().map(|s| s.end()).unwrap_or(0);
         Ok(Self {
             dir: dir.to_owned(),
             segment_bytes,
             max_frame,
             segments: RwLock::new(segments),
-            durable: AtomicU64::new(end),
+            // Set by recovery, once it knows where the data ends (the last segment's file may
+            // go on with zeros, or with a torn write).
+            durable: AtomicU64::new(0),
         })
     }
 
@@ -124,10 +125,11 @@ impl CommitLog {
         self.segments.read().iter().map(|s| s.len()).sum()
     }
 
-    /// Seals the active segment (syncing it) and starts a new one at its end.
+    /// Seals the active segment (cutting its zero-filled space, syncing it) and starts a new one at
+    /// its end.
     pub fn roll(&self) -> Result<Arc<Segment>, StorageError> {
         let old = self.active();
-        old.sync().map_err(|e| StorageError::Fatal(format!("fdatasync of {} failed: {e}", old.path().display())))?;
+        old.seal().map_err(|e| StorageError::Fatal(format!("sealing {} failed: {e}", old.path().display())))?;
         self.mark_durable(old.end());
         let next = Arc::new(Segment::create(&self.dir, old.end(), self.segment_bytes)?);
         self.segments.write().push(next.clone());

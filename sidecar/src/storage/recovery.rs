@@ -9,6 +9,9 @@
 //! - a valid frame follows, or the damage sits in a sealed segment: that is corruption in the middle
 //!   of the log. The damaged range is reported and skipped, and the valid records after it are kept
 //!   and indexed, never silently truncated away.
+//!
+//! Only zeros up to the end of the last segment are not damage: the zero-filler had written them
+//! ahead of the data (`zero_fill.rs`). The data ends there, and appends go on into the zeros.
 
 use std::time::{Duration, Instant};
 
@@ -113,6 +116,13 @@ pub fn scan(
                     pos += header.padded_len();
                 }
                 Err(err) => match next_valid(&mut reader, pos + ALIGN, max_frame)? {
+                    // Only zeros up to the end of the last segment: the zero-filler's, not damage.
+                    None if i == last
+                        && matches!(err, FrameError::Zero | FrameError::Truncated)
+                        && zeros_to_end(&mut reader, pos)? =>
+                    {
+                        segment.end_data_at(pos);
+                    }
                     Some(next) => {
                         report.corrupt_ranges.push(CorruptRange { start: pos, end: next, reason: describe(&err) });
                         pos = next;
@@ -142,6 +152,20 @@ pub fn scan(
     log.mark_durable(report.log_end);
     report.duration = started.elapsed();
     Ok(report)
+}
+
+/// Whether the segment holds nothing but zeros from `from` to its end.
+fn zeros_to_end(reader: &mut ChunkReader<'_>, from: u64) -> Result<bool, StorageError> {
+    let end = reader.segment.end();
+    let mut pos = from;
+    while pos < end {
+        let bytes = reader.bytes_at(pos, CHUNK)?;
+        if bytes.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += bytes.len() as u64;
+    }
+    Ok(true)
 }
 
 /// The first position at or after `from` holding a valid frame, if any in this segment.

@@ -3,8 +3,20 @@
 //! A segment holds the log bytes from `base` up to `base + len`, and is named after its base
 //! position (`00000000000268435456.log`). It is preallocated with `fallocate(KEEP_SIZE)` so that the
 //! blocks are reserved up front (an out-of-space condition surfaces when the segment is created, not
-//! halfway through a write) while the file length keeps meaning "bytes written". Recovery therefore
-//! never has to scan zero-filled space to find the end of the data.
+//! halfway through a write).
+//!
+//! While it is the active segment, the zero-filler (`zero_fill.rs`) writes zeros a few MiB ahead
+//! of the data, so appends land in blocks that are already written and inside the file length:
+//!
+//! ```text
+//!  file offset 0             len                   zeroed                    capacity
+//!              [ frames ...... | zeros ............ | preallocated, unwritten ]
+//!                              ^ appends go here     ^ the zero-filler goes on from here
+//! ```
+//!
+//! Sealing (at a roll, or a clean shutdown) cuts the zeros off, so a sealed segment's file length
+//! is its data length. Only the last segment can end in zeros, after a crash; recovery finds the
+//! end of its data by scanning its frames (`recovery.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -12,6 +24,8 @@ use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use crate::storage::{StorageError, sync_dir};
 
@@ -26,7 +40,16 @@ pub struct Segment {
     file: File,
     /// Bytes of this segment that hold written frames (readers must not go past it).
     len: AtomicU64,
+    /// File offset below which the zero-filler never writes: the zeros it wrote and everything
+    /// appended. [`SEALED`] once the segment takes no more appends.
+    zeroed: AtomicU64,
+    /// Held while zeros are written, and by an append that goes past `zeroed` while it claims its
+    /// range, so zeros never land on data.
+    filling: Mutex<()>,
 }
+
+/// `zeroed` of a segment that is not to be zero-filled any more.
+const SEALED: u64 = u64::MAX;
 
 impl Segment {
     /// Creates the segment that starts at log position `base`, reserves `capacity` bytes, and makes
@@ -52,10 +75,15 @@ impl Segment {
             return Err(e);
         }
         sync_dir(dir)?;
-        Ok(Self { base, path, file, len: AtomicU64::new(0) })
+        Ok(Self::new(base, path, file, 0))
     }
 
-    /// Opens an existing segment; its written length is the file length.
+    fn new(base: u64, path: PathBuf, file: File, len: u64) -> Self {
+        Self { base, path, file, len: AtomicU64::new(len), zeroed: AtomicU64::new(len), filling: Mutex::new(()) }
+    }
+
+    /// Opens an existing segment; its written length is the file length (recovery cuts off the
+    /// zeros a crash may have left after the last segment's data, see [`Self::end_data_at`]).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let base = parse_file_name(path).ok_or_else(|| StorageError::Corrupt {
             position: None,
@@ -67,7 +95,7 @@ impl Segment {
             .open(path)
             .map_err(|e| StorageError::io("open segment", path, e))?;
         let len = file.metadata().map_err(|e| StorageError::io("stat segment", path, e))?.len();
-        Ok(Self { base, path: path.to_owned(), file, len: AtomicU64::new(len) })
+        Ok(Self::new(base, path.to_owned(), file, len))
     }
 
     /// Log position of the first byte.
@@ -99,9 +127,52 @@ impl Segment {
     /// readable only after the whole buffer is written.
     pub fn append(&self, position: u64, buf: &[u8]) -> io::Result<()> {
         debug_assert_eq!(position, self.end());
-        self.file.write_all_at(buf, position - self.base)?;
+        let (offset, end) = (position - self.base, position - self.base + buf.len() as u64);
+        if end > self.zeroed.load(Ordering::Acquire) {
+            // Ahead of the zero-filler: claim the range (after any zeros being written), so the
+            // filler goes on past it.
+            let _filling = self.filling.lock();
+            self.zeroed.fetch_max(end, Ordering::AcqRel);
+        }
+        self.file.write_all_at(buf, offset)?;
         self.len.fetch_add(buf.len() as u64, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// File offset up to which the segment is zero-filled or written; `u64::MAX` once sealed.
+    pub fn zeroed(&self) -> u64 {
+        self.zeroed.load(Ordering::Acquire)
+    }
+
+    /// Writes zeros from [`Self::zeroed`] on, at most `zeros.len()` bytes and not past file
+    /// offset `upto`; returns how many. The caller fdatasyncs them.
+    pub fn fill_zeros(&self, upto: u64, zeros: &[u8]) -> io::Result<u64> {
+        let _filling = self.filling.lock();
+        let from = self.zeroed.load(Ordering::Acquire);
+        let n = upto.saturating_sub(from).min(zeros.len() as u64);
+        if n > 0 {
+            self.file.write_all_at(&zeros[..n as usize], from)?;
+            self.zeroed.store(from + n, Ordering::Release);
+        }
+        Ok(n)
+    }
+
+    /// Takes no more appends: cuts off the zeros after the data and fdatasyncs the segment, so its
+    /// file length is its data length again.
+    pub fn seal(&self) -> io::Result<()> {
+        let _filling = self.filling.lock();
+        self.zeroed.store(SEALED, Ordering::Release);
+        let len = self.len();
+        if self.file.metadata()?.len() > len {
+            self.file.set_len(len)?;
+        }
+        self.file.sync_data()
+    }
+
+    /// Recovery found that the data ends at log position `end` and only zeros follow: appends go
+    /// on from there, into the zeros.
+    pub fn end_data_at(&self, end: u64) {
+        self.len.store(end - self.base, Ordering::Release);
     }
 
     /// Reads exactly `buf.len()` bytes at log position `position`.
@@ -147,6 +218,8 @@ impl Segment {
     /// Cuts the segment to end at log position `end` (used for a torn tail) and syncs the cut.
     pub fn truncate(&self, end: u64) -> Result<(), StorageError> {
         let len = end - self.base;
+        let _filling = self.filling.lock();
+        self.zeroed.store(len, Ordering::Release);
         self.file.set_len(len).map_err(|e| StorageError::io("truncate segment", &self.path, e))?;
         self.file.sync_all().map_err(|e| StorageError::io("sync truncated segment", &self.path, e))?;
         self.len.store(len, Ordering::Release);
@@ -189,6 +262,40 @@ mod tests {
         assert!(s.read_vec(4095, 2).is_err(), "before the base");
         s.truncate(4100).unwrap();
         assert_eq!(s.len(), 4);
+    }
+
+    fn file_len(s: &Segment) -> u64 {
+        std::fs::metadata(s.path()).unwrap().len()
+    }
+
+    /// Zeros go only where no data is or will be: after the data, and after an append that ran
+    /// ahead of them. Sealing cuts them off again.
+    #[test]
+    fn zero_fill_never_covers_data_and_sealing_cuts_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Segment::create(dir.path(), 4096, 1 << 20).unwrap();
+        let zeros = vec![0; 16 << 10];
+        s.append(4096, &[1; 100]).unwrap();
+        assert_eq!(s.fill_zeros(64 << 10, &zeros).unwrap(), 16 << 10, "one chunk at most");
+        assert_eq!((s.zeroed(), file_len(&s)), (100 + (16 << 10), 100 + (16 << 10)));
+        assert_eq!(s.len(), 100, "zeros are not data");
+        // Appends into the zeros, then one that runs past them.
+        s.append(s.end(), &[2; 1000]).unwrap();
+        s.append(s.end(), &[3; 20 << 10]).unwrap();
+        assert_eq!(s.zeroed(), 1100 + (20 << 10), "the append claimed its range");
+        while s.fill_zeros(64 << 10, &zeros).unwrap() > 0 {}
+        assert_eq!(s.fill_zeros(64 << 10, &zeros).unwrap(), 0, "filled up to the limit");
+        assert_eq!(file_len(&s), 64 << 10);
+        let mut data = vec![0; s.len() as usize];
+        s.read_at(4096, &mut data).unwrap();
+        assert!(data[..100].iter().all(|&b| b == 1) && data[100..1100].iter().all(|&b| b == 2));
+        assert!(data[1100..].iter().all(|&b| b == 3), "no zeros landed on data");
+        s.seal().unwrap();
+        assert_eq!(file_len(&s), s.len(), "sealed: the file holds the data only");
+        assert_eq!(s.fill_zeros(1 << 20, &zeros).unwrap(), 0, "a sealed segment is not filled");
+        let end = s.end();
+        drop(s);
+        assert_eq!(Segment::open(&dir.path().join(file_name(4096))).unwrap().end(), end);
     }
 
     /// Resident bytes of `path` as util-linux `fincore` reports them (mincore(2) needs unsafe code).

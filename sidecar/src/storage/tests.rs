@@ -133,6 +133,42 @@ async fn append_read_and_restart() {
     assert_eq!(read_all(&store, "orders", 0).len(), 51);
 }
 
+/// After a crash the last segment goes on with the zeros the zero-filler wrote ahead of the data:
+/// recovery takes them for the end of the data (no torn tail, nothing skipped, nothing past the
+/// data counted durable), appends continue into them, and a clean shutdown cuts them off.
+#[tokio::test]
+async fn a_zero_filled_tail_is_the_end_of_the_data_after_a_crash() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (live, crashed) = (scratch.path().join("live"), scratch.path().join("crashed"));
+    let (store, _) = open(&live, Arc::new(NoState));
+    append_messages(&store, "t", 0, 0..5).await;
+    let active = store.inner.log.active();
+    let segment_bytes = config(&live).segment_bytes;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while active.zeroed() < segment_bytes {
+        assert!(std::time::Instant::now() < deadline, "zero-filled up to {}", active.zeroed());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let data_end = store.inner.log.end();
+    copy_dir(&live, &crashed);
+    drop(store);
+    let file_len =
+        |dir: &Path| std::fs::metadata(dir.join("commitlog").join(segment::file_name(active.base()))).unwrap().len();
+    assert_eq!(file_len(&crashed), segment_bytes, "the crashed copy holds the zeros");
+
+    let (store, report) = open(&crashed, Arc::new(NoState));
+    assert_eq!((report.torn_tail.clone(), report.corrupt_ranges.clone()), (None, vec![]), "{report:?}");
+    assert_eq!((report.records_replayed, report.log_end), (5, data_end));
+    assert_eq!(store.inner.log.durable(), data_end, "the zeros are not durable data");
+    assert_eq!(append_messages(&store, "t", 0, 5..8).await[0].queue_offset, 5);
+    assert_eq!(read_all(&store, "t", 0), (0..8).map(|n| message("t", 0, n)).collect::<Vec<_>>());
+    let data_end = store.inner.log.end();
+    store.shutdown().await.unwrap();
+    assert_eq!(file_len(&crashed), data_end - active.base(), "a clean shutdown cuts the zeros off");
+    let (store, _) = open(&crashed, Arc::new(NoState));
+    assert_eq!(read_all(&store, "t", 0).len(), 8);
+}
+
 /// Cuts the active segment at every position in its last frames: recovery keeps every complete
 /// frame before the cut, drops the rest, and appends continue cleanly.
 #[tokio::test]
