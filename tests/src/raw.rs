@@ -77,6 +77,16 @@ pub fn message(topic: &str, id: &str, tag: Option<&str>, body: Vec<u8>) -> pb::M
     }
 }
 
+/// The acknowledgement entry for a received message.
+pub fn ack_entry(m: &pb::Message) -> pb::AckMessageEntry {
+    let sys = m.system_properties.as_ref().expect("received messages carry system properties");
+    pb::AckMessageEntry {
+        message_id: sys.message_id.clone(),
+        receipt_handle: sys.receipt_handle.clone().expect("received messages carry a receipt handle"),
+        lite_topic: None,
+    }
+}
+
 /// The code of a status.
 pub fn code(s: &Option<pb::Status>) -> pb::Code {
     pb::Code::try_from(s.as_ref().expect("status is always set").code).expect("known code")

@@ -134,6 +134,42 @@ async fn invalid_receipt_handle_is_refused() {
     still_serving(&mut broker, &mut client).await;
 }
 
+/// One acknowledgement carrying handles from several partitions and a bad one in between: every
+/// good entry is acknowledged (nothing is left in flight), the bad one alone is refused, and the
+/// batch says its entries had different results.
+#[tokio::test]
+async fn one_ack_over_several_partitions_answers_each_entry() {
+    let (_dir, mut broker, mut client) = start(&[]).await;
+    let messages = (0..24)
+        .map(|i| {
+            let mut m = message("spread", &format!("s-{i}"), None, b"x".to_vec());
+            m.system_properties.as_mut().unwrap().queue_id = i % 8; // the queue a client picked
+            m
+        })
+        .collect();
+    let sent = client.send_message(pb::SendMessageRequest { messages }).await.unwrap().into_inner();
+    assert_eq!(code(&sent.status), pb::Code::Ok);
+    let (rc, got) = raw::receive(&mut client, raw::receive_request("g", "spread", "*", 60_000)).await;
+    assert_eq!((rc, got.len()), (pb::Code::Ok, 24));
+    let partitions: std::collections::BTreeSet<i32> =
+        got.iter().map(|m| m.system_properties.as_ref().unwrap().queue_id).collect();
+    assert!(partitions.len() > 2, "the messages span partitions: {partitions:?}");
+    let mut entries: Vec<pb::AckMessageEntry> = got.iter().map(raw::ack_entry).collect();
+    let bad = pb::AckMessageEntry { message_id: "bad".into(), receipt_handle: "garbage".into(), lite_topic: None };
+    entries.insert(12, bad);
+    let ack = pb::AckMessageRequest { group: resource("g"), topic: resource("spread"), entries };
+    let ack = client.ack_message(ack).await.unwrap().into_inner();
+    assert_eq!(code(&ack.status), pb::Code::MultipleResults);
+    for entry in &ack.entries {
+        let expected = if entry.message_id == "bad" { pb::Code::InvalidReceiptHandle } else { pb::Code::Ok };
+        assert_eq!(code(&entry.status), expected, "{}", entry.message_id);
+    }
+    let scrape = broker.scrape().unwrap();
+    let in_flight = weir_tests::metric_sum(&scrape, "rocketmq_consumer_inflight_messages", &[("consumer_group", "g")]);
+    assert_eq!(in_flight, 0.0, "every good handle was acknowledged");
+    still_serving(&mut broker, &mut client).await;
+}
+
 #[tokio::test]
 async fn changed_invisibility_gives_a_new_handle_and_retires_the_old_one() {
     let (_dir, mut broker, mut client) = start(&[]).await;

@@ -63,17 +63,7 @@ async fn a_burst_is_absorbed_and_drained_with_bounded_memory() {
         request.batch_size = 100;
         let (rc, messages) = raw::receive(&mut consumer, request).await;
         assert_eq!(rc, pb::Code::Ok, "the backlog ran dry after {drained} messages");
-        let entries = messages
-            .iter()
-            .map(|m| {
-                let sys = m.system_properties.clone().unwrap();
-                pb::AckMessageEntry {
-                    message_id: sys.message_id,
-                    receipt_handle: sys.receipt_handle.unwrap(),
-                    lite_topic: None,
-                }
-            })
-            .collect();
+        let entries = messages.iter().map(raw::ack_entry).collect();
         let ack = consumer
             .ack_message(pb::AckMessageRequest {
                 group: resource("fulfilment"),

@@ -356,6 +356,12 @@ impl Broker {
         topic: &Topic,
         handle: &str,
     ) -> Result<(Arc<Mutex<Progress>>, Receipt), BrokerError> {
+        let receipt = self.receipt_of(topic, handle)?;
+        Ok((self.progress_of(group, topic, receipt.partition)?, receipt))
+    }
+
+    /// The receipt a handle encodes, if it names a partition of `topic`.
+    fn receipt_of(&self, topic: &Topic, handle: &str) -> Result<Receipt, BrokerError> {
         let receipt = Receipt::parse(handle)
             .ok_or_else(|| BrokerError::InvalidReceiptHandle("not a receipt handle issued by this broker".into()))?;
         if receipt.partition as usize >= topic.partitions.len() {
@@ -366,11 +372,20 @@ impl Broker {
                 topic.partitions.len()
             )));
         }
-        let key = ProgressKeyRef { group: &group.name, topic: &topic.config.name, partition: receipt.partition };
-        let progress = self.consumers.get(&key).ok_or_else(|| {
+        Ok(receipt)
+    }
+
+    /// The group's progress on a partition it received from (handles of others are invalid).
+    fn progress_of(
+        &self,
+        group: &GroupConfig,
+        topic: &Topic,
+        partition: u32,
+    ) -> Result<Arc<Mutex<Progress>>, BrokerError> {
+        let key = ProgressKeyRef { group: &group.name, topic: &topic.config.name, partition };
+        self.consumers.get(&key).ok_or_else(|| {
             BrokerError::InvalidReceiptHandle(format!("group {} has received nothing from this partition", group.name))
-        })?;
-        Ok((progress, receipt))
+        })
     }
 
     /// Releases what `client` had leased: its Telemetry stream ended, so nobody renews or acks those

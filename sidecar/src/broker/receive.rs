@@ -169,15 +169,25 @@ impl Broker {
         group: &str,
         client: &str,
         topic: &str,
-        handles: &[String],
+        handles: &[&str],
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
         let topic = self.catalog.topic(topic)?;
         let group = self.catalog.consumer(group, client)?;
         let mut results = Vec::with_capacity(handles.len());
         let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut held = HeldLeases(Vec::new());
+        let mut held = HeldLeases(Vec::with_capacity(handles.len()));
+        // A batch's handles mostly name the same partition: its progress is looked up once.
+        let mut last: Option<(u32, Arc<Mutex<Progress>>)> = None;
         for handle in handles {
-            let checked = self.lease_of(&group, &topic, handle).and_then(|(progress, receipt)| {
+            let leased = self.receipt_of(&topic, handle).and_then(|receipt| match &last {
+                Some((partition, progress)) if *partition == receipt.partition => Ok((progress.clone(), receipt)),
+                _ => {
+                    let progress = self.progress_of(&group, &topic, receipt.partition)?;
+                    last = Some((receipt.partition, progress.clone()));
+                    Ok((progress, receipt))
+                }
+            });
+            let checked = leased.and_then(|(progress, receipt)| {
                 let mut p = progress.lock();
                 match p.hold(receipt.offset, receipt.generation) {
                     Ok(()) => {

@@ -202,8 +202,8 @@ impl MessagingService for Messaging {
             }
             Ok(c) => {
                 let entries = self.send(&c, req.messages).await;
-                let statuses: Vec<pb::Status> = entries.iter().filter_map(|e| e.status.clone()).collect();
-                pb::SendMessageResponse { status: Some(batch_status(&statuses)), entries }
+                let status = batch_status(entries.iter().filter_map(|e| e.status.as_ref()));
+                pb::SendMessageResponse { status: Some(status), entries }
             }
         };
         self.observe("SendMessage", response.status.as_ref().map_or(0, |s| s.code), started);
@@ -270,7 +270,7 @@ impl MessagingService for Messaging {
         let started = Instant::now();
         let (language, caller) = self.caller(&request);
         let req = request.into_inner();
-        let handles: Vec<String> = req.entries.iter().map(|e| e.receipt_handle.clone()).collect();
+        let handles: Vec<&str> = req.entries.iter().map(|e| e.receipt_handle.as_str()).collect();
         let result = match caller {
             Ok(_) if req.entries.is_empty() => Err(BrokerError::BadRequest("AckMessage carries no entries".into())),
             Ok(c) => self.broker.ack(name(&req.group), &c.client_id, name(&req.topic), &handles).await,
@@ -288,8 +288,8 @@ impl MessagingService for Messaging {
                         status: Some(r.map_or_else(|e| error_status(&e, &language), |()| ok())),
                     })
                     .collect();
-                let statuses: Vec<pb::Status> = entries.iter().filter_map(|e| e.status.clone()).collect();
-                pb::AckMessageResponse { status: Some(batch_status(&statuses)), entries }
+                let status = batch_status(entries.iter().filter_map(|e| e.status.as_ref()));
+                pb::AckMessageResponse { status: Some(status), entries }
             }
             Err(e) => pb::AckMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] },
         };

@@ -78,15 +78,16 @@ pub fn for_language(code: Code, language: &str) -> Code {
     }
 }
 
-/// The top-level status of a batch: OK when every entry is, the entry's own status for a batch of
-/// one, MULTIPLE_RESULTS otherwise (the Rust client treats anything but OK as a failure anyway).
-pub fn batch_status(entries: &[Status]) -> Status {
-    match entries {
-        [] => ok(),
-        [only] => only.clone(),
-        _ if entries.iter().all(|s| s.code == Code::Ok as i32) => ok(),
-        _ if entries.iter().all(|s| s.code == entries[0].code) => entries[0].clone(),
-        _ => status(Code::MultipleResults, "entries have different results; see each entry's status"),
+/// The top-level status of a batch: the entries' status when they all have the same code (OK when
+/// every entry is), MULTIPLE_RESULTS otherwise (the Rust client treats anything but OK as a failure
+/// anyway). Borrows the entries' statuses: only the one answered is copied.
+pub fn batch_status<'a>(entries: impl IntoIterator<Item = &'a Status>) -> Status {
+    let mut entries = entries.into_iter();
+    let Some(first) = entries.next() else { return ok() };
+    if entries.all(|s| s.code == first.code) {
+        first.clone()
+    } else {
+        status(Code::MultipleResults, "entries have different results; see each entry's status")
     }
 }
 
@@ -103,9 +104,11 @@ mod tests {
 
     #[test]
     fn batch_statuses() {
-        assert_eq!(batch_status(&[ok(), ok()]).code, Code::Ok as i32);
+        assert_eq!(batch_status(&[ok(), ok()]), ok());
         let bad = status(Code::IllegalTopic, "x");
-        assert_eq!(batch_status(std::slice::from_ref(&bad)), bad);
+        assert_eq!(batch_status([&bad]), bad);
+        assert_eq!(batch_status([&bad, &bad]), bad);
+        assert_eq!(batch_status([]).code, Code::Ok as i32);
         assert_eq!(batch_status(&[ok(), bad]).code, Code::MultipleResults as i32);
     }
 }
