@@ -51,6 +51,8 @@ pub struct Metrics {
     pub timer_fired: prometheus::IntCounter,
     /// Records skipped because stored bytes failed verification.
     pub corrupt_records: IntCounterVec,
+    /// What woken long polls did, resolved once per result.
+    pub long_poll: LongPollCounters,
     /// Storage engine timings.
     pub store: StoreMetrics,
     /// Records replayed from the commit log when this process started.
@@ -139,6 +141,18 @@ impl Metrics {
                 "Stored records that failed verification on read and were skipped.",
                 &["topic"],
             ),
+            long_poll: {
+                let passes = counter(
+                    "weir_long_poll_passes_total",
+                    "Looks of receives for messages: delivered, empty, or skipped (woken by news another receive of the group had already drained).",
+                    &["result"],
+                );
+                LongPollCounters {
+                    delivered: passes.with_label_values(&["delivered"]),
+                    empty: passes.with_label_values(&["empty"]),
+                    skipped: passes.with_label_values(&["skipped"]),
+                }
+            },
             recovery_replayed: registered(
                 &registry,
                 prometheus::IntGauge::new(
@@ -172,6 +186,17 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
         out
     }
+}
+
+/// `weir_long_poll_passes_total` by result.
+#[derive(Debug, Clone)]
+pub struct LongPollCounters {
+    /// A pass that found messages to deliver.
+    pub delivered: prometheus::IntCounter,
+    /// A pass that found nothing.
+    pub empty: prometheus::IntCounter,
+    /// A wake-up that did not look: the news had been drained by another receive of the group.
+    pub skipped: prometheus::IntCounter,
 }
 
 impl Default for Metrics {

@@ -1,6 +1,10 @@
 //! Peak shaving: a burst of 200,000 messages arrives with no consumer running; the backlog waits on
 //! disk, lag is visible in `weirctl stats` and `/metrics`, a consumer drains it at its own pace
 //! (small batches), lag falls to zero, and the broker's resident memory stays bounded throughout.
+//! And the other side of it: many consumers waiting on a quiet topic cost one look per message,
+//! not one per waiting receive.
+
+use std::time::Duration;
 
 use weir_proto::rocketmq::v2 as pb;
 use weir_tests::raw::{self, code, resource};
@@ -94,4 +98,80 @@ async fn a_burst_is_absorbed_and_drained_with_bounded_memory() {
         peak_rss >> 20,
         RSS_BOUND >> 20
     );
+}
+
+/// Total of `weir_long_poll_passes_total` with `result`.
+fn passes(broker: &Sidecar, result: &str) -> u64 {
+    metric_sum(&broker.scrape().unwrap(), "weir_long_poll_passes_total", &[("result", result)]) as u64
+}
+
+/// Starts a receive of `batch` for group `waiters` on `herd` that long-polls for 20 s; its
+/// messages arrive on `delivered`.
+fn spawn_receive(client: &raw::Client, batch: i32, delivered: &tokio::sync::mpsc::UnboundedSender<Vec<pb::Message>>) {
+    let (mut client, delivered) = (client.clone(), delivered.clone());
+    tokio::spawn(async move {
+        let mut request = raw::receive_request("waiters", "herd", "*", 60_000);
+        request.batch_size = batch;
+        request.long_polling_timeout = Some(prost_types::Duration { seconds: 20, nanos: 0 });
+        // The one still waiting when the test ends sees the broker go.
+        if let Ok((_, messages)) = raw::try_receive(&mut client, request).await {
+            let _ = delivered.send(messages);
+        }
+    });
+}
+
+/// Eight receives of one group wait; messages arrive one at a time. Each message wakes them all,
+/// but once one has taken it the others go back to waiting without looking (`skipped`): without
+/// that, each message costs a claim pass per waiting receive (28 empty passes here). Every message
+/// still arrives promptly (a wrongly skipped look would leave it for the 20 s long poll), and a
+/// receive that fills its batch does not stop the others looking for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_receives_of_a_group_look_once_per_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Sidecar::start(&dir.path().join("data"), &[]).unwrap();
+    let client = raw::connect(broker.grpc, Some("herd-consumer@1")).await;
+    let mut producer = raw::connect(broker.grpc, Some("herd-producer@1")).await;
+    let publish = async |producer: &mut raw::Client, ids: &[String]| {
+        let messages = ids.iter().map(|id| raw::message("herd", id, None, b"h".to_vec())).collect();
+        let sent = producer.send_message(pb::SendMessageRequest { messages }).await.unwrap().into_inner();
+        assert_eq!(code(&sent.status), pb::Code::Ok);
+    };
+    publish(&mut producer, &["warm-up".to_string()]).await; // creates the topic
+    let (delivered_tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+    let empty_before = passes(&broker, "empty");
+    spawn_receive(&client, 32, &delivered_tx);
+    let got = tokio::time::timeout(Duration::from_secs(10), delivered.recv()).await.unwrap().unwrap();
+    assert_eq!(got.len(), 1, "the warm-up message");
+    for _ in 0..8 {
+        spawn_receive(&client, 32, &delivered_tx);
+    }
+    let waiting = empty_before + 8;
+    weir_tests::wait_for(Duration::from_secs(10), "eight receives waiting", async || {
+        (passes(&broker, "empty") >= waiting).then_some(())
+    })
+    .await;
+
+    for i in 0..8 {
+        publish(&mut producer, &[format!("one-{i}")]).await;
+        let got = tokio::time::timeout(Duration::from_secs(10), delivered.recv()).await;
+        let got = got.unwrap_or_else(|_| panic!("message {i} not delivered within 10 s")).unwrap();
+        assert_eq!(got.len(), 1, "one message, one receive");
+    }
+    // 8, 7, ... 1 receives were woken: 28 wake-ups did not get the message.
+    let (empty, skipped) = (passes(&broker, "empty") - waiting, passes(&broker, "skipped"));
+    println!("of 28 wake-ups without the message, {skipped} skipped the look and {empty} looked");
+    assert!(skipped > 0 && empty < 28, "{empty} empty passes, {skipped} skipped");
+
+    // Three receives of 4 wait; 8 messages arrive at once: a receive that filled its batch leaves
+    // the rest to the others.
+    for _ in 0..3 {
+        spawn_receive(&client, 4, &delivered_tx);
+    }
+    let ids: Vec<String> = (0..8).map(|i| format!("many-{i}")).collect();
+    publish(&mut producer, &ids).await;
+    let mut got = 0;
+    while got < 8 {
+        let batch = tokio::time::timeout(Duration::from_secs(10), delivered.recv()).await;
+        got += batch.unwrap_or_else(|_| panic!("{got} of 8 delivered within 10 s")).unwrap().len();
+    }
 }

@@ -5,6 +5,7 @@ mod admin;
 pub use admin::{PartitionBacklog, ResetTarget};
 mod dead_letter;
 mod dedup;
+mod drained;
 mod receive;
 mod send;
 mod timer;
@@ -13,6 +14,7 @@ mod transaction;
 pub use transaction::Resolution;
 
 use dedup::SendDedup;
+use drained::DrainMarks;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -196,6 +198,8 @@ pub struct Broker {
     clients: Clients,
     metrics: Metrics,
     dedup: SendDedup,
+    /// What each group's long polls have drained (so one look serves the wake-ups of all).
+    drained: DrainMarks,
     round_robin: AtomicUsize,
     transaction_seq: AtomicU64,
     /// Serialises the creation of a group's progress on a partition.
@@ -248,6 +252,7 @@ impl Broker {
             clients,
             metrics,
             dedup: SendDedup::default(),
+            drained: DrainMarks::default(),
             round_robin: AtomicUsize::new(0),
             transaction_seq: AtomicU64::new(
                 SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0),

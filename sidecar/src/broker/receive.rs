@@ -30,29 +30,42 @@ impl Broker {
         }
         let batch = req.batch.min(self.config.max_batch);
         let mut news = self.store.news(&topic.config.name);
+        let drained = self.drained.of(&group.name, &topic.config.name);
+        let counters = &self.metrics.long_poll;
         let mut stopping = self.stopping();
+        let mut next_deadline = None;
+        // The first pass looks, and so does every wake-up by the timer (a lease ran out).
+        let mut by_timer = true;
         loop {
-            news.mark_seen();
-            let (deliveries, next_deadline) = if group.consume_enabled {
-                self.claim(&topic, &group, req, batch, invisible).await?
-            } else {
-                (Vec::new(), None)
-            };
-            if !deliveries.is_empty() {
-                return Ok(deliveries);
+            let seen = news.mark_seen();
+            let covered = !by_timer && drained.covers(seen);
+            if group.consume_enabled && !covered {
+                let pass = self.claim(&topic, &group, req, batch, invisible).await?;
+                if pass.drained {
+                    drained.drained(seen);
+                }
+                next_deadline = pass.next_deadline;
+                if !pass.deliveries.is_empty() {
+                    counters.delivered.inc();
+                    return Ok(pass.deliveries);
+                }
+                counters.empty.inc();
+            } else if covered {
+                counters.skipped.inc();
             }
             let now = Instant::now();
             if now >= req.poll_until {
                 return Ok(Vec::new());
             }
-            let wake = next_deadline.map_or(req.poll_until, |d| d.min(req.poll_until));
+            let wake = next_deadline.map_or(req.poll_until, |d: Instant| d.min(req.poll_until));
             tokio::select! {
                 alive = news.changed() => {
                     if !alive {
                         return Ok(Vec::new());
                     }
+                    by_timer = false;
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = tokio::time::sleep_until(wake.into()) => by_timer = true,
                 _ = stopping.wait_for(|s| *s) => return Ok(Vec::new()),
             }
         }
@@ -71,8 +84,7 @@ impl Broker {
     }
 
     /// One pass over the topic's partitions: expired leases first, then messages given back by a
-    /// dead-letter resend, then (FIFO) messages whose group became free, then new messages. Returns
-    /// the deliveries and the earliest lease deadline seen (when something may become visible again).
+    /// dead-letter resend, then (FIFO) messages whose group became free, then new messages.
     async fn claim(
         &self,
         topic: &Topic,
@@ -80,7 +92,7 @@ impl Broker {
         req: &ReceiveRequest,
         batch: usize,
         invisible: Duration,
-    ) -> Result<(Vec<Delivery>, Option<Instant>), BrokerError> {
+    ) -> Result<Pass, BrokerError> {
         let count = topic.partitions.len();
         let first = self.round_robin.fetch_add(1, Ordering::Relaxed);
         let mut claimer =
@@ -104,6 +116,8 @@ impl Broker {
                 next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
             }
         }
+        // Room left: every partition was read to its end.
+        let drained = claimer.room() > 0;
         let Claimer { claimed, exhausted, .. } = claimer;
         if !exhausted.is_empty() {
             // Past max attempts: to the dead-letter queue instead of another delivery. A failure
@@ -152,7 +166,7 @@ impl Broker {
             self.metrics.messages_out.with_label_values(&labels).inc_by(deliveries.len() as u64);
             self.metrics.throughput_out.with_label_values(&labels).inc_by(delivered_bytes);
         }
-        Ok((deliveries, next_deadline))
+        Ok(Pass { deliveries, next_deadline, drained })
     }
 
     fn finish_without_delivery(&self, group: &GroupConfig, partition: &Partition, offset: u64) {
@@ -267,6 +281,15 @@ impl Broker {
             }
         }
     }
+}
+
+/// What a claim pass found.
+struct Pass {
+    deliveries: Vec<Delivery>,
+    /// The earliest lease deadline seen (when something may become visible again).
+    next_deadline: Option<Instant>,
+    /// It took everything there was when it started.
+    drained: bool,
 }
 
 /// Leases held while their acks are written; released (to expire as they would have) if the write

@@ -324,10 +324,9 @@ pub struct News {
 }
 
 impl News {
-    /// Marks everything so far as seen.
-    pub fn mark_seen(&mut self) {
-        self.messages.borrow_and_update();
-        self.state.borrow_and_update();
+    /// Marks everything so far as seen, and says how far that is.
+    pub fn mark_seen(&mut self) -> NewsSeen {
+        NewsSeen { messages: *self.messages.borrow_and_update(), state: *self.state.borrow_and_update() }
     }
 
     /// Whether something was published since [`Self::mark_seen`].
@@ -341,6 +340,26 @@ impl News {
             changed = self.messages.changed() => changed.is_ok(),
             changed = self.state.changed() => changed.is_ok(),
         }
+    }
+}
+
+/// How much of a topic's news a [`News`] had seen: its message and state announcements so far.
+/// Both only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NewsSeen {
+    messages: u64,
+    state: u64,
+}
+
+impl NewsSeen {
+    /// Whether everything `other` had seen was seen here too.
+    pub fn covers(&self, other: NewsSeen) -> bool {
+        self.messages >= other.messages && self.state >= other.state
+    }
+
+    /// What either had seen.
+    pub fn max(self, other: NewsSeen) -> NewsSeen {
+        NewsSeen { messages: self.messages.max(other.messages), state: self.state.max(other.state) }
     }
 }
 
