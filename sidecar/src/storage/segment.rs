@@ -82,8 +82,8 @@ impl Segment {
         Self { base, path, file, len: AtomicU64::new(len), zeroed: AtomicU64::new(len), filling: Mutex::new(()) }
     }
 
-    /// Opens an existing segment; its written length is the file length (recovery cuts off the
-    /// zeros a crash may have left after the last segment's data, see [`Self::end_data_at`]).
+    /// Opens an existing segment; its written length is the file length (recovery moves it back
+    /// to the end of the data when a crash left zeros after it, see [`Self::end_data_at`]).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
         let base = parse_file_name(path).ok_or_else(|| StorageError::Corrupt {
             position: None,

@@ -6,7 +6,9 @@
 //! length): a journal commit on every sync. Into blocks that were already written, within the
 //! file's length, an fdatasync only has to write the data. On the build machine (ext4, virtio
 //! disk) a 64 KiB write + fdatasync took 0.42–0.63 ms into a growing file and 0.25–0.28 ms into
-//! a zero-filled one, and Sync publishing went 17–19% faster.
+//! a zero-filled one. Under Sync load the broker's fdatasyncs got shorter and the end-to-end
+//! latency at a fixed rate lower; throughput stayed the same, since filling costs CPU too
+//! (BENCHMARKS.md).
 //!
 //! A thread therefore keeps the active segment zero-filled (and those zeros synced) a few MiB
 //! ahead of the data. It also takes over the first touch of fresh page-cache pages, which
