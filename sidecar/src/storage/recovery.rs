@@ -115,31 +115,32 @@ pub fn scan(
                     report.records_replayed += 1;
                     pos += header.padded_len();
                 }
-                Err(err) => match next_valid(&mut reader, pos + ALIGN, max_frame)? {
+                Err(err) => {
                     // Only zeros up to the end of the last segment: the zero-filler's, not damage.
-                    None if i == last
-                        && matches!(err, FrameError::Zero | FrameError::Truncated)
-                        && zeros_to_end(&mut reader, pos)? =>
-                    {
+                    let zero_tail = i == last && matches!(err, FrameError::Zero | FrameError::Truncated);
+                    if zero_tail && zeros_to_end(&mut reader, pos)? {
                         segment.end_data_at(pos);
+                        continue;
                     }
-                    Some(next) => {
-                        report.corrupt_ranges.push(CorruptRange { start: pos, end: next, reason: describe(&err) });
-                        pos = next;
+                    match next_valid(&mut reader, pos + ALIGN, max_frame)? {
+                        Some(next) => {
+                            report.corrupt_ranges.push(CorruptRange { start: pos, end: next, reason: describe(&err) });
+                            pos = next;
+                        }
+                        None if i == last => {
+                            report.torn_tail = Some(TornTail { position: pos, bytes_dropped: segment.end() - pos });
+                            segment.truncate(pos)?;
+                        }
+                        None => {
+                            report.corrupt_ranges.push(CorruptRange {
+                                start: pos,
+                                end: segment.end(),
+                                reason: describe(&err),
+                            });
+                            pos = segment.end();
+                        }
                     }
-                    None if i == last => {
-                        report.torn_tail = Some(TornTail { position: pos, bytes_dropped: segment.end() - pos });
-                        segment.truncate(pos)?;
-                    }
-                    None => {
-                        report.corrupt_ranges.push(CorruptRange {
-                            start: pos,
-                            end: segment.end(),
-                            reason: describe(&err),
-                        });
-                        pos = segment.end();
-                    }
-                },
+                }
             }
         }
         if pos > segment.end() {
