@@ -409,11 +409,20 @@ pub struct StorageSpec {
     /// PVCs when size grows. When false a larger size only applies to new pods. Default false.
     #[serde(default)]
     pub expandable: bool,
+
+    /// How far ahead of the data each broker keeps its commit log zero-filled, as a quantity
+    /// (e.g. 8Mi). An fdatasync into zero-filled space writes only data, not file system
+    /// metadata, which shortens Sync acknowledgements; the price is that every byte reaches the
+    /// volume twice. Set 0 on a volume whose write bandwidth is the limit (a throughput-capped
+    /// cloud disk). Unset: the broker's default, 8Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity::optional_size_schema")]
+    pub zero_fill_ahead: Option<Quantity>,
 }
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        Self { size: default_storage_size(), storage_class_name: None, expandable: false }
+        Self { size: default_storage_size(), storage_class_name: None, expandable: false, zero_fill_ahead: None }
     }
 }
 
@@ -855,6 +864,8 @@ impl TopicSpec {
             self.retention_bytes().err(),
             self.resync_interval().err(),
             self.storage_size().err(),
+            (self.brokers.storage.zero_fill_ahead.as_ref())
+                .and_then(|q| quantity::parse_size_quantity("brokers.storage.zeroFillAhead", q).err()),
             self.flush_interval.as_deref().and_then(|v| quantity::parse_duration("flushInterval", v).err()),
             self.delay.as_ref().and_then(|d| quantity::parse_duration("delay.maxDelay", &d.max_delay).err()),
             self.transaction

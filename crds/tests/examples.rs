@@ -104,6 +104,7 @@ fn the_schema_rejects_what_it_should() {
         ("retention: {time: 3 days}", "retention/time"),
         ("retention: {bytes: 50GB}", "retention/bytes"),
         ("brokers: {storage: {size: fifty}}", "brokers/storage/size"),
+        ("brokers: {storage: {zeroFillAhead: lots}}", "brokers/storage/zeroFillAhead"),
         ("durability: Eventually", "durability"),
         ("transaction: {maxChecks: 0}", "transaction/maxChecks"),
     ];

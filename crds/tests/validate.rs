@@ -50,6 +50,9 @@ const TOPIC_CASES: &[(&str, &str, &str)] = &[
     ("o", "retention: {time: 72h, bytes: 50GB}", "spec.retention.bytes \"50GB\": expected a size like 50Gi"),
     ("o", "retention: {bytes: 1073741824}", ""),
     ("o", "brokers: {storage: {size: lots}}", "spec.brokers.storage.size \"lots\""),
+    ("o", "brokers: {storage: {zeroFillAhead: 0}}", ""),
+    ("o", "brokers: {storage: {zeroFillAhead: 32Mi}}", ""),
+    ("o", "brokers: {storage: {zeroFillAhead: 8MB}}", "spec.brokers.storage.zeroFillAhead \"8MB\": expected a size"),
     ("o", "brokers: {replicas: 0}", "spec.brokers.replicas: must be between 1 and 1024"),
     ("o", "resyncInterval: 1 minute", "spec.resyncInterval"),
 ];

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weir_crds::{PodOverrides, PullPolicy, PvcRetentionPolicy, Topic, naming};
+use weir_crds::{PodOverrides, PullPolicy, PvcRetentionPolicy, StorageSpec, Topic, naming};
 
 use super::{TopicRef, labels};
 use crate::config::OperatorConfig;
@@ -66,7 +66,7 @@ pub fn broker_image(topic: &Topic, config: &OperatorConfig) -> String {
 }
 
 /// The broker's command-line arguments (after `weir-sidecar`).
-pub fn broker_args(topic_name: &str, config: &OperatorConfig) -> Vec<String> {
+pub fn broker_args(topic_name: &str, storage: &StorageSpec, config: &OperatorConfig) -> Vec<String> {
     let listen = format!("0.0.0.0:{}", naming::GRPC_PORT);
     let metrics = format!("0.0.0.0:{}", naming::METRICS_PORT);
     let mut args: Vec<String> = [
@@ -102,6 +102,9 @@ pub fn broker_args(topic_name: &str, config: &OperatorConfig) -> Vec<String> {
     }
     if config.broker_acl_secret.is_some() {
         args.extend(["--acl-file".to_owned(), format!("{}/{}", naming::ACL_MOUNT_PATH, naming::ACL_FILE_KEY)]);
+    }
+    if let Some(ahead) = &storage.zero_fill_ahead {
+        args.extend(["--zero-fill-ahead".to_owned(), ahead.0.clone()]);
     }
     args
 }
@@ -158,7 +161,7 @@ fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) ->
         image: Some(broker_image(topic, config)),
         image_pull_policy: topic.spec.brokers.image.as_ref().and_then(|i| i.pull_policy).map(pull_policy),
         command: Some(vec!["weir-sidecar".to_owned()]),
-        args: Some(broker_args(topic_name, config)),
+        args: Some(broker_args(topic_name, &topic.spec.brokers.storage, config)),
         env: Some(vec![
             env_from_field("POD_NAME", "metadata.name"),
             env_from_field("POD_NAMESPACE", "metadata.namespace"),
@@ -472,12 +475,22 @@ brokers:
     #[test]
     fn args_name_the_topic_object_and_cluster_domain() {
         let cfg = OperatorConfig { cluster_domain: "corp.internal".to_owned(), ..config() };
-        let args = broker_args("orders", &cfg);
+        let args = broker_args("orders", &StorageSpec::default(), &cfg);
         assert_eq!(args[..3], ["kubernetes", "--topic", "orders"]);
         let domain = args.iter().position(|a| a == "--cluster-domain").unwrap();
         assert_eq!(args[domain + 1], "corp.internal");
+        assert!(!args.iter().any(|a| a == "--zero-fill-ahead"), "unset: the broker's default");
         let t = topic_yaml("t", "brokers: {image: {tag: edge}}");
         assert_eq!(broker_image(&t, &cfg), "ghcr.io/weir-mq/weir-sidecar:edge");
+    }
+
+    /// A Topic's volume setting reaches its brokers' command line (0 turns zero-filling off).
+    #[test]
+    fn zero_fill_ahead_is_passed_to_the_brokers() {
+        let t = topic_yaml("t", "brokers: {storage: {size: 20Gi, zeroFillAhead: 0}}");
+        let args = broker_args("t", &t.spec.brokers.storage, &config());
+        let flag = args.iter().position(|a| a == "--zero-fill-ahead").expect("the flag is passed");
+        assert_eq!(args[flag + 1], "0");
     }
 
     #[test]
