@@ -133,16 +133,6 @@ async fn append_read_and_restart() {
     assert_eq!(read_all(&store, "orders", 0).len(), 51);
 }
 
-/// The nice value of a zero-fill thread of this process, from `/proc/self/task/*/stat`.
-fn zero_fill_nice() -> Option<i32> {
-    std::fs::read_dir("/proc/self/task").unwrap().find_map(|task| {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
-        // pid (comm) state ppid ...: the fields after the name, the nice value being the 19th field.
-        let (name, rest) = stat.split_once(") ")?;
-        name.ends_with("(weir-zero-fill").then(|| rest.split(' ').nth(16)?.parse().ok())?
-    })
-}
-
 /// After a crash the last segment goes on with the zeros the zero-filler wrote ahead of the data:
 /// recovery takes them for the end of the data (no torn tail, nothing skipped, nothing past the
 /// data counted durable), appends continue into them, and a clean shutdown cuts them off.
@@ -159,7 +149,6 @@ async fn a_zero_filled_tail_is_the_end_of_the_data_after_a_crash() {
         assert!(std::time::Instant::now() < deadline, "zero-filled up to {}", active.zeroed());
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    assert_eq!(zero_fill_nice(), Some(zero_fill::NICE), "the filler yields to request threads");
     let data_end = store.inner.log.end();
     copy_dir(&live, &crashed);
     drop(store);

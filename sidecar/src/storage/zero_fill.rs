@@ -29,11 +29,6 @@ use crate::storage::StoreInner;
 /// Zeros written per system call (the filler holds the segment's fill lock that long).
 const CHUNK: usize = 1 << 20;
 
-/// Nice value of the filler thread. Its work is never urgent (it runs megabytes ahead of the
-/// data), so on a busy machine it yields to the threads answering requests; should it fall
-/// behind, appends simply go past the zeros.
-pub(crate) const NICE: i32 = 10;
-
 /// How often the filler looks at how far ahead it is. At 200 MB/s, appends cover 2 MB in that
 /// time, well within the half of the distance after which it tops up.
 const POLL: Duration = Duration::from_millis(10);
@@ -69,9 +64,8 @@ impl Drop for ZeroFiller {
 }
 
 fn run(store: &Weak<StoreInner>, ahead: u64, stop: &AtomicBool) {
-    // Linux keeps the nice value per thread: this lowers the filler only. Advice: failing to
-    // lower it changes nothing but who waits for a CPU.
-    let _ = rustix::process::setpriority_process(None, NICE);
+    // Not niced below the request threads: right after a roll, appends run past the zeros and
+    // wait for the fill lock, so a filler preempted while holding it would stall every append.
     let zeros = vec![0u8; CHUNK];
     // A segment the filler failed on is left alone (appends work without the zeros).
     let mut failed_base = None;
