@@ -12,7 +12,6 @@
 //! by side (before the first records its mark); a wake-up by the long poll's own timer (a lease
 //! running out) always looks.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -43,7 +42,7 @@ pub(crate) struct DrainMarks(Mutex<Marks>);
 
 #[derive(Debug, Default)]
 struct Marks {
-    by_group_topic: HashMap<(Arc<str>, Arc<str>), Weak<DrainMark>>,
+    by_group_topic: hashbrown::HashMap<(Arc<str>, Arc<str>), Weak<DrainMark>, foldhash::fast::RandomState>,
     /// Size at which the map is next cleared of marks nobody holds.
     prune_at: usize,
 }
@@ -51,9 +50,8 @@ struct Marks {
 impl DrainMarks {
     /// The mark shared by the receives of `group` (a broadcast client's own name) on `topic`.
     pub(crate) fn of(&self, group: &str, topic: &str) -> Arc<DrainMark> {
-        let key = (Arc::from(group), Arc::from(topic));
         let mut marks = self.0.lock();
-        if let Some(mark) = marks.by_group_topic.get(&key).and_then(Weak::upgrade) {
+        if let Some(mark) = marks.by_group_topic.get(&GroupTopic(group, topic)).and_then(Weak::upgrade) {
             return mark;
         }
         if marks.by_group_topic.len() >= marks.prune_at {
@@ -61,8 +59,19 @@ impl DrainMarks {
             marks.prune_at = (2 * marks.by_group_topic.len()).max(64);
         }
         let mark = Arc::new(DrainMark::default());
-        marks.by_group_topic.insert(key, Arc::downgrade(&mark));
+        marks.by_group_topic.insert((Arc::from(group), Arc::from(topic)), Arc::downgrade(&mark));
         mark
+    }
+}
+
+/// A (group, topic) key of borrowed parts, so a receive finds its mark without building a key.
+/// Hashes as the tuple it stands for: `Arc<str>` and `&str` hash as the same `str`.
+#[derive(Hash)]
+struct GroupTopic<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(Arc<str>, Arc<str>)> for GroupTopic<'_> {
+    fn equivalent(&self, key: &(Arc<str>, Arc<str>)) -> bool {
+        *self.0 == *key.0 && *self.1 == *key.1
     }
 }
 

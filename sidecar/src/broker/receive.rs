@@ -33,7 +33,7 @@ impl Broker {
         let drained = self.drained.of(&group.name, &topic.config.name);
         let counters = &self.metrics.long_poll;
         let mut stopping = self.stopping();
-        let mut next_deadline = None;
+        let mut next_deadline: Option<Instant> = None;
         // The first pass looks, and so does every wake-up by the timer (a lease ran out).
         let mut by_timer = true;
         loop {
@@ -57,7 +57,7 @@ impl Broker {
             if now >= req.poll_until {
                 return Ok(Vec::new());
             }
-            let wake = next_deadline.map_or(req.poll_until, |d: Instant| d.min(req.poll_until));
+            let wake = next_deadline.map_or(req.poll_until, |d| d.min(req.poll_until));
             tokio::select! {
                 alive = news.changed() => {
                     if !alive {
