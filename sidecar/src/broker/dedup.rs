@@ -143,6 +143,15 @@ impl Default for Remembered {
 }
 
 impl Remembered {
+    /// Brings the index buckets of `keys` into the CPU cache before they are looked up or written.
+    /// The index is megabytes, so each bucket is likely a cache miss; touched in one tight loop,
+    /// the misses of a request's messages are waited for together instead of one at a time
+    /// between the other work of each lookup.
+    pub(super) fn warm(&self, keys: impl Iterator<Item = SendKey>) {
+        let touched = keys.fold(0u32, |acc, key| acc ^ self.index[key.bucket()].0[0].tag);
+        std::hint::black_box(touched);
+    }
+
     /// What an earlier send of message `id` (under `key`) answered, if it is remembered and
     /// younger than the window at `now`.
     pub(super) fn find(&self, key: SendKey, id: &str, now: Instant) -> Option<SendReceipt> {
@@ -216,7 +225,9 @@ mod tests {
 
     /// Lookup and remembering by topic and id, as a send does them.
     fn get(dedup: &SendDedup, topic: &str, id: &str, now: Instant) -> Option<SendReceipt> {
-        dedup.lock().find(dedup.key_of(topic, id), id, now)
+        let (remembered, key) = (dedup.lock(), dedup.key_of(topic, id));
+        remembered.warm(std::iter::once(key));
+        remembered.find(key, id, now)
     }
 
     fn insert(dedup: &SendDedup, topic: &str, receipt: &SendReceipt, now: Instant) {

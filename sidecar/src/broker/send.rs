@@ -112,6 +112,7 @@ impl Broker {
         // Retries of sends already stored are looked up for the whole request under one lock.
         {
             let remembered = self.dedup.lock();
+            remembered.warm(prepared.iter().filter_map(|p| p.as_ref().ok().map(|new| new.key)));
             let now = Instant::now();
             for (slot, p) in prepared.into_iter().enumerate() {
                 match p {
@@ -139,6 +140,7 @@ impl Broker {
                     let latency = (now - started).as_secs_f64();
                     let mut metrics: Option<SendMetrics> = None;
                     let mut remembered = self.dedup.lock();
+                    remembered.warm(pending.iter().map(|(_, _, _, key, ..)| *key));
                     for ((slot, topic, mut receipt, key, body_len, message_type, indexed), a) in
                         pending.into_iter().zip(appended)
                     {
