@@ -39,8 +39,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // `bytes` fields (Message.body) become `bytes::Bytes`: decoded without a copy.
         .bytes(".")
-        // Buffers sized per message type: see `src/codec.rs`.
-        .codec_path("crate::codec::WeirCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -9,8 +9,6 @@
 //! `Message.body`, are [`bytes::Bytes`], so a decoded body shares the request buffer instead of being
 //! copied.
 //!
-//! [`codec`] is the gRPC codec of every service: prost, with larger buffers for send requests.
-//!
 //! [`client_tls`] turns a broker address and an optional trust setting into a tonic endpoint;
 //! [`signature`] signs requests for brokers that enforce access control.
 //!
@@ -18,7 +16,6 @@
 //! types they import), for gRPC server reflection.
 
 pub mod client_tls;
-pub mod codec;
 pub mod signature;
 
 /// The Apache RocketMQ namespace.
