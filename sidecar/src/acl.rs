@@ -284,7 +284,7 @@ fn parse_authorization(value: &str) -> Result<Signed<'_>, String> {
         match pair.trim().split_once('=') {
             Some(("Credential", v)) => user = Some(v.split('/').next().unwrap_or(v).trim()),
             Some(("Signature", v)) => {
-                signature = Some(hex::decode(v.trim()).map_err(|_| "Signature is not hex".to_owned())?)
+                signature = Some(const_hex::decode(v.trim()).map_err(|_| "Signature is not hex".to_owned())?)
             }
             _ => {}
         }
@@ -318,7 +318,7 @@ users:
     fn signed(user: &str, password: &str, date: &str, upper: bool) -> MetadataMap {
         let mut mac = Hmac::<Sha1>::new_from_slice(password.as_bytes()).unwrap();
         mac.update(date.as_bytes());
-        let mut sig = hex::encode(mac.finalize().into_bytes());
+        let mut sig = const_hex::encode(mac.finalize().into_bytes());
         if upper {
             sig = sig.to_uppercase();
         }

@@ -51,6 +51,6 @@ mod tests {
 
     #[test]
     fn known_digest() {
-        assert_eq!(hex::encode(md5_of_each(&[b"abc"])[0]), "900150983cd24fb0d6963f7d28e17f72");
+        assert_eq!(const_hex::encode(md5_of_each(&[b"abc"])[0]), "900150983cd24fb0d6963f7d28e17f72");
     }
 }

@@ -147,7 +147,10 @@ pub fn stored_to_wire(m: StoredMessage, store_host: &str, lease: Option<Lease>) 
         tag: (!m.tag.is_empty()).then_some(m.tag),
         keys: m.keys,
         message_id: m.message_id,
-        body_digest: Some(pb::Digest { r#type: pb::DigestType::Md5 as i32, checksum: hex::encode_upper(&m.body_md5) }),
+        body_digest: Some(pb::Digest {
+            r#type: pb::DigestType::Md5 as i32,
+            checksum: const_hex::encode_upper(&m.body_md5),
+        }),
         body_encoding: pb::Encoding::Identity as i32,
         message_type: wire_message_type(m.message_type) as i32,
         born_timestamp: Some(timestamp(m.born_timestamp_ms)),
@@ -184,6 +187,20 @@ mod tests {
         for ms in [0, 1, 999, 1_700_000_000_123, -1] {
             assert_eq!(timestamp_ms(&timestamp(ms)), ms);
         }
+    }
+
+    /// The clients verify a delivered body against its digest: MD5, upper-case hex.
+    #[test]
+    fn a_delivered_message_carries_the_md5_of_its_body_in_upper_case_hex() {
+        let body = b"abc";
+        let stored = StoredMessage {
+            body: bytes::Bytes::from_static(body),
+            body_md5: bytes::Bytes::copy_from_slice(&crate::digest::md5_of_each(&[body])[0]),
+            ..Default::default()
+        };
+        let digest = stored_to_wire(stored, "host", None).system_properties.unwrap().body_digest.unwrap();
+        assert_eq!(digest.r#type, pb::DigestType::Md5 as i32);
+        assert_eq!(digest.checksum, "900150983CD24FB0D6963F7D28E17F72");
     }
 
     #[test]
