@@ -35,7 +35,7 @@ impl Credentials {
     pub fn authorization(&self, date: &str) -> String {
         let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(self.secret_key.as_bytes()).expect("any key length");
         mac.update(date.as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
+        let signature = const_hex::encode(mac.finalize().into_bytes());
         format!("MQv2-HMAC-SHA1 Credential={}, SignedHeaders=x-mq-date-time, Signature={signature}", self.access_key)
     }
 

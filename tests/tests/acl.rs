@@ -29,7 +29,7 @@ fn sign<T>(request: &mut tonic::Request<T>, user: &str, password: &str) {
     let date = "20261124T120000Z";
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(password.as_bytes()).unwrap();
     mac.update(date.as_bytes());
-    let signature = hex::encode_upper(mac.finalize().into_bytes());
+    let signature = const_hex::encode_upper(mac.finalize().into_bytes());
     let md = request.metadata_mut();
     md.insert("x-mq-client-id", MetadataValue::from_static("acl-test"));
     md.insert("x-mq-date-time", MetadataValue::from_static(date));
