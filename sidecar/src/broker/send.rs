@@ -254,7 +254,7 @@ impl Broker {
         let stored = StoredMessage {
             topic: topic.config.name.clone(),
             partition,
-            message_id: m.message_id.clone(),
+            message_id: m.message_id,
             tag,
             keys: m.keys,
             message_group: group,
@@ -268,7 +268,7 @@ impl Broker {
             body: m.body,
             trace_context: m.trace_context,
             dead_letter: None,
-            transaction_id: transaction_id.clone(),
+            transaction_id,
         };
         let group_hash = index_group_hash(&topic, &stored.message_group);
         let record = match kind {
@@ -282,7 +282,9 @@ impl Broker {
             // Delayed and half messages stay out of the partitions until they are due or committed.
             other => AppendRecord::state(other, stored.encode_to_vec()),
         };
-        let receipt = SendReceipt { message_id: m.message_id, partition, offset: 0, transaction_id };
+        // The ids move on to the answer once the record is encoded (no copy per message).
+        let receipt =
+            SendReceipt { message_id: stored.message_id, partition, offset: 0, transaction_id: stored.transaction_id };
         Ok(New { record, topic, receipt, key, body_len, message_type })
     }
 
