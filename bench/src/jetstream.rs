@@ -35,13 +35,13 @@ pub async fn create_stream(js: &jetstream::Context) -> Result<stream::Stream> {
 /// publish, then every ack of the batch awaited).
 pub async fn produce(js: jetstream::Context, producer: usize, settings: &Settings) -> Result<Latency> {
     let partitions = u64::from(settings.partitions.max(1));
-    workload::publish(settings, |k| {
+    workload::publish(settings, |k, due| {
         let js = js.clone();
         let subject = format!("bench.{}", (k + producer as u64) % partitions);
         async move {
             let mut acks = Vec::with_capacity(settings.batch);
             for _ in 0..settings.batch {
-                acks.push(js.publish(subject.clone(), workload::stamped(settings.size)).await?);
+                acks.push(js.publish(subject.clone(), due.payload(settings.size)).await?);
             }
             for ack in acks {
                 ack.await?;

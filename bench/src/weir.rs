@@ -44,7 +44,7 @@ pub async fn connect(address: &str) -> Result<Channel> {
 pub async fn produce(channel: Channel, producer: usize, settings: &Settings) -> Result<Latency> {
     let client = MessagingServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let client_id = format!("bench-producer-{producer}");
-    workload::publish(settings, |k| {
+    workload::publish(settings, |k, due| {
         let mut client = client.clone();
         let messages = (0..settings.batch)
             .map(|i| pb::Message {
@@ -56,7 +56,7 @@ pub async fn produce(channel: Channel, producer: usize, settings: &Settings) -> 
                     born_timestamp: Some(prost_types::Timestamp::default()),
                     ..Default::default()
                 }),
-                body: workload::stamped(settings.size),
+                body: due.payload(settings.size),
             })
             .collect();
         let request = request(&client_id, pb::SendMessageRequest { messages });

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// When a send is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -172,11 +172,26 @@ pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// A payload of `size` bytes (at least 8) whose first 8 bytes are the current time.
-pub fn stamped(size: usize) -> Bytes {
-    let mut body = BytesMut::zeroed(size.max(8));
-    body[..8].copy_from_slice(&now_ns().to_le_bytes());
-    body.freeze()
+/// When a send was due, in Unix nanoseconds: what the payloads of that send are stamped with, so
+/// end-to-end latency, like send-to-acknowledgement latency, counts from the intended send time
+/// (a load generator that falls behind its rate does not hide the delay).
+#[derive(Clone, Copy, Debug)]
+pub struct Due(u64);
+
+impl Due {
+    /// Due at `began` (an instant in the past or now).
+    pub fn at(began: Instant) -> Self {
+        // Measured on the monotonic clock, converted to wall time now: clock adjustments during
+        // a run do not skew it.
+        Self(now_ns().saturating_sub(began.elapsed().as_nanos() as u64))
+    }
+
+    /// A payload of `size` bytes (at least 8) whose first 8 bytes are this time.
+    pub fn payload(self, size: usize) -> Bytes {
+        let mut body = BytesMut::zeroed(size.max(8));
+        body[..8].copy_from_slice(&self.0.to_le_bytes());
+        body.freeze()
+    }
 }
 
 /// Time since a payload was stamped, and the stamp.
@@ -216,7 +231,7 @@ impl Latency {
         }
     }
 
-    /// Records a message received now whose payload was stamped by [`stamped`].
+    /// Records a message received now whose payload was made by [`Due::payload`].
     pub fn record_stamped(&mut self, body: &[u8]) {
         let Some((sent, age)) = age(body) else { return };
         if self.from.is_none_or(|f| sent >= f.unix_ns) {
@@ -240,21 +255,62 @@ impl Latency {
     }
 }
 
+/// The clock of an open-loop publisher: a thread of its own that sleeps until each send is due
+/// and says so. The runtime's timer ticks in milliseconds, so waiting on it made sends up to 1 ms
+/// late (0.5 ms on average at 3,125 sends/s): a delay of the load generator that every latency
+/// then counted. A thread's sleep ends within tens of microseconds.
+struct Pacer {
+    start: Instant,
+    step: Duration,
+    /// How many sends are due so far.
+    due: watch::Receiver<u64>,
+}
+
+impl Pacer {
+    /// Starts the clock for `units` sends, one every `step`, the first now. The thread stops after
+    /// the last one or once the pacer is dropped.
+    fn start(step: Duration, units: u64) -> Self {
+        let start = Instant::now();
+        let (tell, due) = watch::channel(0);
+        std::thread::Builder::new()
+            .name("weir-bench-pacer".into())
+            .spawn(move || {
+                for k in 0..units {
+                    std::thread::sleep((start + step.mul_f64(k as f64)).saturating_duration_since(Instant::now()));
+                    if tell.send(k + 1).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("start the pacer thread");
+        Self { start, step, due }
+    }
+
+    /// Resolves when send `k` is due, with the instant it was due.
+    async fn due(&mut self, k: u64) -> Instant {
+        // Only fails once the thread is gone, which is after the last send was due.
+        let _ = self.due.wait_for(|&due| due > k).await;
+        self.start + self.step.mul_f64(k as f64)
+    }
+}
+
 /// Runs `units` sends of `batch` messages each, at most `window` unacknowledged, as fast as
 /// acknowledgements allow or at `rate` msgs/s; returns the send-to-acknowledgement latencies.
-/// `send(k)` performs send number `k` and completes when it is acknowledged.
+/// `send(k, due)` performs send number `k`, its payloads stamped with `due`, and completes when it
+/// is acknowledged.
 pub async fn publish<F, Fut>(settings: &Settings, send: F) -> Result<Latency>
 where
-    F: Fn(u64) -> Fut,
+    F: Fn(u64, Due) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
     let batch = settings.batch as u64;
-    let per_unit =
-        settings.rate.map(|rate| Duration::from_secs_f64(batch as f64 / (rate as f64 / settings.producers as f64)));
-    let start = Instant::now();
+    let units = settings.units_per_producer();
+    let mut pacer = settings.rate.map(|rate| {
+        Pacer::start(Duration::from_secs_f64(batch as f64 / (rate as f64 / settings.producers as f64)), units)
+    });
     let mut latency = Latency::of_run(settings);
     let mut inflight = FuturesUnordered::new();
-    for k in 0..settings.units_per_producer() {
+    for k in 0..units {
         while inflight.len() >= settings.window {
             let (began, result): (Instant, Result<()>) = inflight.next().await.expect("in flight");
             result?;
@@ -262,29 +318,25 @@ where
         }
         // Open loop: latency counts from when the send should have started, so a stalled
         // system is not excused by the sends it kept from being made (coordinated omission).
-        let began = match per_unit {
-            Some(step) => {
-                let due = start + step.mul_f64(k as f64);
+        let began = match &mut pacer {
+            Some(pacer) => {
                 // Sends in flight only make progress while polled: keep answering them until the
                 // next one is due (sleeping alone left them unsent until the window filled up,
                 // which added window x interval to every latency).
-                let wait = tokio::time::sleep_until(due.into());
-                tokio::pin!(wait);
                 loop {
                     tokio::select! {
                         biased;
-                        () = &mut wait => break,
+                        due = pacer.due(k) => break due,
                         Some((began, result)) = inflight.next() => {
                             result?;
                             latency.record_since(began, batch);
                         }
                     }
                 }
-                due
             }
             None => Instant::now(),
         };
-        let sent = send(k);
+        let sent = send(k, Due::at(began));
         inflight.push(async move { (began, sent.await) });
     }
     while let Some((began, result)) = inflight.next().await {
@@ -304,7 +356,7 @@ mod tests {
         let during = |warmup: Duration| Latency { from: Some(MeasureFrom::after(warmup)), ..Latency::default() };
         let mut warming = during(Duration::from_secs(60));
         warming.record_since(Instant::now(), 16);
-        warming.record_stamped(&stamped(64));
+        warming.record_stamped(&Due::at(Instant::now()).payload(64));
         assert_eq!(warming.ms(0.5), None, "sent during the warm-up");
 
         let mut measuring = during(Duration::ZERO);
@@ -316,7 +368,56 @@ mod tests {
         measuring.record_stamped(&early);
         assert_eq!(measuring.histogram.len(), 0, "sent before the warm-up ended");
         measuring.record_since(Instant::now(), 16);
-        measuring.record_stamped(&stamped(64));
+        measuring.record_stamped(&Due::at(Instant::now()).payload(64));
         assert_eq!(measuring.histogram.len(), 17);
+    }
+
+    /// A send made late is stamped with when it was due, so its end-to-end latency counts the delay.
+    #[test]
+    fn a_late_send_is_stamped_with_its_due_time() {
+        let late = Duration::from_millis(500);
+        let (_, age) = age(&Due::at(Instant::now() - late).payload(64)).expect("stamped");
+        assert!(age >= late, "age {age:?}");
+        assert!(age < late + Duration::from_secs(5), "age {age:?}");
+    }
+
+    /// At a fixed rate every send waits until it is due, and its payloads carry that due time (one
+    /// interval after the previous one's), not the time the load generator got round to it: a
+    /// stalled load generator does not hide its stall from the end-to-end latency.
+    #[tokio::test]
+    async fn open_loop_sends_are_made_when_due_and_stamped_with_it() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let cli = <Cli as clap::Parser>::parse_from(["t", "--rate", "500", "--batch", "1", "--count", "10"]);
+        let start = Instant::now();
+        let sends = std::sync::Mutex::new(Vec::new());
+        publish(&cli.settings, |k, due| {
+            let body = due.payload(8);
+            sends.lock().unwrap().push((k, start.elapsed(), u64::from_le_bytes(body[..8].try_into().unwrap())));
+            if k == 0 {
+                // The load generator stalls: the next two sends are made late.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            async { Ok(()) }
+        })
+        .await
+        .expect("published");
+        let sends = sends.into_inner().unwrap();
+        assert_eq!(sends.len(), 10);
+        let interval = Duration::from_millis(2);
+        let (_, _, first_stamp) = sends[0];
+        for &(k, made, stamp) in &sends {
+            assert!(made >= interval * k as u32, "send {k} made at {made:?}, before it was due");
+            let after_first = Duration::from_nanos(stamp - first_stamp);
+            let expected = interval * k as u32;
+            let skew = after_first.abs_diff(expected);
+            assert!(
+                skew < Duration::from_micros(200),
+                "send {k} stamped {after_first:?} after the first, not {expected:?}"
+            );
+        }
     }
 }
