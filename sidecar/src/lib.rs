@@ -10,6 +10,7 @@ pub mod delay;
 pub mod digest;
 pub mod error;
 pub mod grpc;
+mod lock;
 pub mod metrics;
 pub mod server;
 pub mod standalone;

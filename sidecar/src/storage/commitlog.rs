@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::lock::RwLock;
 use bytes::Bytes;
-use parking_lot::RwLock;
 
 use crate::storage::frame::{self, FrameHeader, HEADER_LEN};
 use crate::storage::segment::{self, Segment};

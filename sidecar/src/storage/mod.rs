@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::lock::{Mutex, RwLock};
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 use tokio::sync::{oneshot, watch};
 

@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 use tokio::sync::{oneshot, watch};
 
 use crate::storage::frame::RecordKind;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 use prost::Message as _;
 
 use super::frame::{self, RecordKind};
