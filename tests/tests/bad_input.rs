@@ -134,9 +134,9 @@ async fn invalid_receipt_handle_is_refused() {
     still_serving(&mut broker, &mut client).await;
 }
 
-/// One acknowledgement carrying handles from several partitions and a bad one in between: every
-/// good entry is acknowledged (nothing is left in flight), the bad one alone is refused, and the
-/// batch says its entries had different results.
+/// One acknowledgement carrying handles from several partitions, in runs and interleaved, and a
+/// bad one in between: every good entry is acknowledged (nothing is left in flight), the bad one
+/// alone is refused, and the batch says its entries had different results.
 #[tokio::test]
 async fn one_ack_over_several_partitions_answers_each_entry() {
     let (_dir, mut broker, mut client) = start(&[]).await;
@@ -154,7 +154,10 @@ async fn one_ack_over_several_partitions_answers_each_entry() {
     let partitions: std::collections::BTreeSet<i32> =
         got.iter().map(|m| m.system_properties.as_ref().unwrap().queue_id).collect();
     assert!(partitions.len() > 2, "the messages span partitions: {partitions:?}");
+    // The first half as received (runs of one partition), the second in send order (a different
+    // partition every entry), and the bad handle between them.
     let mut entries: Vec<pb::AckMessageEntry> = got.iter().map(raw::ack_entry).collect();
+    entries[12..].sort_by_key(|e| e.message_id.trim_start_matches("s-").parse::<u32>().unwrap());
     let bad = pb::AckMessageEntry { message_id: "bad".into(), receipt_handle: "garbage".into(), lite_topic: None };
     entries.insert(12, bad);
     let ack = pb::AckMessageRequest { group: resource("g"), topic: resource("spread"), entries };

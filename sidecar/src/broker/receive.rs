@@ -187,45 +187,47 @@ impl Broker {
     ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
         let topic = self.catalog.topic(topic)?;
         let group = self.catalog.consumer(group, client)?;
+        let receipts: Vec<Result<Receipt, BrokerError>> = handles.iter().map(|h| self.receipt_of(&topic, h)).collect();
         let mut results = Vec::with_capacity(handles.len());
         let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut held = HeldLeases(Vec::with_capacity(handles.len()));
-        // A batch's handles mostly name the same partition: its progress is looked up once.
-        let mut last: Option<(u32, Arc<Mutex<Progress>>)> = None;
-        for handle in handles {
-            let leased = self.receipt_of(&topic, handle).and_then(|receipt| match &last {
-                Some((partition, progress)) if *partition == receipt.partition => Ok((progress.clone(), receipt)),
-                _ => {
-                    let progress = self.progress_of(&group, &topic, receipt.partition)?;
-                    last = Some((receipt.partition, progress.clone()));
-                    Ok((progress, receipt))
+        let mut held = HeldLeases(Vec::new());
+        // A batch's handles come in runs of one partition (a receive claims a partition's messages
+        // together): a run's progress is looked up and locked once, not once per handle.
+        let same_partition = |a: &Result<Receipt, _>, b: &Result<Receipt, _>| matches!((a, b), (Ok(a), Ok(b)) if a.partition == b.partition);
+        for run in receipts.chunk_by(same_partition) {
+            let progress = match &run[0] {
+                Ok(first) => self.progress_of(&group, &topic, first.partition),
+                Err(e) => Err(e.clone()),
+            };
+            let progress = match progress {
+                Ok(progress) => progress,
+                Err(e) => {
+                    results.extend(run.iter().map(|_| Err(e.clone())));
+                    continue;
                 }
-            });
-            let checked = leased.and_then(|(progress, receipt)| {
-                let mut p = progress.lock();
-                match p.hold(receipt.offset, receipt.generation) {
+            };
+            let mut holding = Vec::with_capacity(run.len());
+            let mut p = progress.lock();
+            for receipt in run.iter().flatten() {
+                results.push(match p.hold(receipt.offset, receipt.generation) {
                     Ok(()) => {
-                        drop(p);
-                        held.0.push((progress, receipt));
-                        Ok(Some(receipt))
+                        holding.push(*receipt);
+                        Ok(())
                     }
                     // Acknowledging something already done is harmless (a retried ack).
-                    Err(LeaseError::NotLeased) if p.is_done(receipt.offset) => Ok(None),
+                    Err(LeaseError::NotLeased) if p.is_done(receipt.offset) => Ok(()),
                     Err(LeaseError::NotLeased) => Err(BrokerError::InvalidReceiptHandle(
                         "the message is not delivered under this handle (it expired or was never delivered)".into(),
                     )),
                     Err(LeaseError::Superseded) => Err(BrokerError::InvalidReceiptHandle(
                         "a newer receipt handle replaced this one (redelivery or invisibility change)".into(),
                     )),
-                }
-            });
-            match checked {
-                Ok(Some(receipt)) => {
-                    by_partition.entry(receipt.partition).or_default().push(receipt.offset);
-                    results.push(Ok(()));
-                }
-                Ok(None) => results.push(Ok(())),
-                Err(e) => results.push(Err(e)),
+                });
+            }
+            drop(p);
+            if let Some(first) = holding.first() {
+                by_partition.entry(first.partition).or_default().extend(holding.iter().map(|r| r.offset));
+                held.0.push((progress, holding));
             }
         }
         let records: Vec<ProgressRecord> = by_partition
@@ -292,14 +294,17 @@ struct Pass {
     drained: bool,
 }
 
-/// Leases held while their acks are written; released (to expire as they would have) if the write
-/// fails or the ack is abandoned before it is written.
-struct HeldLeases(Vec<(Arc<Mutex<Progress>>, Receipt)>);
+/// Leases held while their acks are written, by partition progress; released (to expire as they
+/// would have) if the write fails or the ack is abandoned before it is written.
+struct HeldLeases(Vec<(Arc<Mutex<Progress>>, Vec<Receipt>)>);
 
 impl Drop for HeldLeases {
     fn drop(&mut self) {
-        for (progress, receipt) in self.0.drain(..) {
-            progress.lock().unhold(receipt.offset, receipt.generation);
+        for (progress, receipts) in self.0.drain(..) {
+            let mut p = progress.lock();
+            for receipt in receipts {
+                p.unhold(receipt.offset, receipt.generation);
+            }
         }
     }
 }
