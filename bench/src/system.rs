@@ -74,8 +74,15 @@ pub struct Usage {
     pub peak_rss_bytes: u64,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` distinct free ports. Their listeners are all held until every port is known: a port let go
+/// can be handed out again by the next bind, and a server given the same port twice exits at start.
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 fn weir_sidecar(env: &Environment) -> Result<PathBuf> {
@@ -93,7 +100,7 @@ impl Server {
         let scratch = env.scratch.clone().unwrap_or_else(std::env::temp_dir);
         std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
         let dir = tempfile::Builder::new().prefix("weir-bench-").tempdir_in(&scratch)?;
-        let port = free_port()?;
+        let [port, metrics_port] = free_ports()?;
         let address = format!("127.0.0.1:{port}");
         let mut command = match system {
             System::Weir => {
@@ -103,7 +110,7 @@ impl Server {
                 c.arg("standalone")
                     .arg("--data-dir")
                     .arg(dir.path().join("data"))
-                    .args(["--listen", &address, "--metrics-listen", &format!("127.0.0.1:{}", free_port()?)])
+                    .args(["--listen", &address, "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
                     .arg("--file")
                     .arg(&manifest);
                 c
