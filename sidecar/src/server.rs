@@ -203,18 +203,26 @@ pub async fn start(
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES)
         .accept_compressed(CompressionEncoding::Gzip);
+    // The statuses are set before the server takes a connection: the reporter starts with the
+    // overall status SERVING and the messaging service unknown, which a probe must never see (a
+    // clustered broker would look ready before it knows its peers).
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let ready = options.cluster.clone();
-    tokio::spawn(async move {
-        if let Some(view) = ready {
+    let serving = |reporter: tonic_health::server::HealthReporter| async move {
+        reporter.set_serving::<MessagingServiceServer<Messaging>>().await;
+        // The overall status ("") is what Kubernetes' gRPC readiness probe asks for.
+        reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    };
+    match options.cluster.clone() {
+        Some(view) => {
             health_reporter.set_not_serving::<MessagingServiceServer<Messaging>>().await;
             health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-            view.wait_synced().await;
+            tokio::spawn(async move {
+                view.wait_synced().await;
+                serving(health_reporter).await;
+            });
         }
-        health_reporter.set_serving::<MessagingServiceServer<Messaging>>().await;
-        // The overall status ("") is what Kubernetes' gRPC readiness probe asks for.
-        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    });
+        None => serving(health_reporter).await,
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
