@@ -24,6 +24,58 @@ async fn health_service_reports_serving() {
     }
 }
 
+/// A kubeconfig whose API server accepts no connections.
+const UNREACHABLE_API: &str = "apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: 'http://127.0.0.1:1'}}]
+users: [{name: none, user: {}}]
+contexts: [{name: none, context: {cluster: none, user: none, namespace: shop}}]
+current-context: none
+";
+
+/// A broker pod reports NOT_SERVING, overall and for the messaging service, until it has seen its
+/// cluster (its Topic, peers and groups), so Kubernetes keeps it out of the Service meanwhile.
+/// Runs the real binary in `kubernetes` mode against an API server that never answers (no cluster
+/// exists here), from the first moment it accepts connections.
+#[tokio::test]
+async fn a_broker_pod_is_not_ready_before_it_has_seen_its_cluster() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, UNREACHABLE_API).unwrap();
+    let mut command = Command::new(weir_tests::sidecar_binary());
+    weir_tests::die_with_parent(&mut command);
+    let mut pod = command
+        .args(["kubernetes", "--topic", "orders", "--pod-name", "orders-broker-0", "--namespace", "shop"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready_line = BufReader::new(pod.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("weir-sidecar ready:"))
+        .expect("the broker prints its addresses once it serves");
+    let grpc = ready_line.split_whitespace().find_map(|f| f.strip_prefix("grpc=")).expect("grpc= in the ready line");
+    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    for _ in 0..5 {
+        for service in ["", "apache.rocketmq.v2.MessagingService"] {
+            let status =
+                health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+            assert_eq!(status, ServingStatus::NotServing as i32, "{service:?} before the cluster was seen");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pod.kill().unwrap();
+    pod.wait().unwrap();
+}
+
 #[tokio::test]
 async fn metrics_reflect_the_traffic() {
     let dir = tempfile::tempdir().unwrap();
