@@ -7,7 +7,9 @@
 //! `pwrite`, the index appends of a publish) and waited for by the log writer thread, whose next
 //! fdatasync every Sync send waits for. With more runnable threads than cores a yield can give
 //! the core away for a whole scheduler slice: on the 2-core build machine under a Sync load at
-//! 50,000 msgs/s the log writer yielded about 1,400 times a second, 0.58 ms each. `std`'s locks
+//! 50,000 msgs/s the broker yielded 1,400-2,400 times a second, nearly half of it the log writer
+//! waiting for the writer lock and the publisher queue, and the writer waited 0.58 ms per yield
+//! on average before it ran again. `std`'s locks
 //! spin briefly without yielding, then sleep on a futex until the holder lets go and wakes them.
 //! With them the writer ran 5-40% more fdatasyncs in the same time, and more appends were
 //! published within 1 ms (BENCHMARKS.md). The request threads' own locks (consumer progress,
