@@ -64,14 +64,22 @@ async fn a_broker_pod_is_not_ready_before_it_has_seen_its_cluster() {
     let grpc = ready_line.split_whitespace().find_map(|f| f.strip_prefix("grpc=")).expect("grpc= in the ready line");
     let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
-    for _ in 0..5 {
-        for service in ["", "apache.rocketmq.v2.MessagingService"] {
-            let status =
-                health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
-            assert_eq!(status, ServingStatus::NotServing as i32, "{service:?} before the cluster was seen");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let services = ["", "apache.rocketmq.v2.MessagingService"];
+    for service in services {
+        let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?} before the cluster was seen");
     }
+    // And it stays so: a watch answers with the status now, then with every change.
+    let mut watches = Vec::new();
+    for service in services {
+        let mut statuses = health.watch(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        let now = statuses.message().await.unwrap().expect("the current status").status;
+        assert_eq!(now, ServingStatus::NotServing as i32, "{service:?} before the cluster was seen");
+        watches.push(statuses);
+    }
+    let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.message())));
+    let changed = tokio::time::timeout(Duration::from_millis(500), changed).await;
+    assert!(changed.is_err(), "a status changed although the cluster was never seen: {:?}", changed.map(|c| c.0));
     pod.kill().unwrap();
     pod.wait().unwrap();
 }
