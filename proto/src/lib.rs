@@ -10,12 +10,14 @@
 //! copied.
 //!
 //! [`client_tls`] turns a broker address and an optional trust setting into a tonic endpoint;
-//! [`signature`] signs requests for brokers that enforce access control.
+//! [`signature`] signs requests for brokers that enforce access control. [`raw_codec`] carries message
+//! bytes unchanged, for callers without generated types.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every compiled file (and the well-known
 //! types they import), for gRPC server reflection.
 
 pub mod client_tls;
+pub mod raw_codec;
 pub mod signature;
 
 /// The Apache RocketMQ namespace.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
+use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
@@ -24,6 +25,7 @@ use crate::grpc::Messaging;
 use crate::grpc::admin::{AdminService, admin_access};
 use crate::grpc::forward::{Directory, Peers};
 use crate::grpc::route::Advertised;
+use crate::grpc::socket::CoalescedWrites;
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
 use crate::state::BrokerState;
@@ -226,7 +228,7 @@ pub async fn start(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true)).map_ok(CoalescedWrites::new);
     let admin_acl = options.acl.clone();
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)

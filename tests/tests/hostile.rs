@@ -7,47 +7,10 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use weir_proto::raw_codec::RawBytes;
 use weir_proto::rocketmq::v2 as pb;
 use weir_tests::raw::{self, code, message};
 use weir_tests::{Sidecar, rss_bytes, wait_for};
-
-/// A codec that sends whatever bytes it is given as the gRPC message, and returns the answer's raw
-/// bytes: what a buggy or malicious client could put on the wire.
-#[derive(Clone, Default)]
-struct RawBytes;
-
-impl Encoder for RawBytes {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawBytes {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        let bytes = src.copy_to_bytes(src.remaining()).to_vec();
-        Ok(Some(bytes))
-    }
-}
-
-impl Codec for RawBytes {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = Self;
-    type Decoder = Self;
-    fn encoder(&mut self) -> Self {
-        Self
-    }
-    fn decoder(&mut self) -> Self {
-        Self
-    }
-}
 
 /// Sends `body` as the request message of `method` and returns the gRPC outcome.
 async fn raw_call(addr: std::net::SocketAddr, method: &'static str, body: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod route;
 mod send;
 pub mod session;
+pub mod socket;
 pub mod status;
 
 use std::pin::Pin;
