@@ -81,14 +81,25 @@ impl Sidecar {
     /// Like [`Sidecar::start`], on the given gRPC and metrics addresses (a restarted broker that
     /// clients find where it was).
     pub fn start_on(data_dir: &Path, grpc: &str, metrics: &str, extra_args: &[&str]) -> Result<Self> {
-        Self::start_command(Command::new(sidecar_binary()), data_dir, grpc, metrics, extra_args)
+        let mut command = Command::new(sidecar_binary());
+        command.arg("standalone");
+        Self::start_command(command, data_dir, grpc, metrics, extra_args)
     }
 
     /// Like [`Sidecar::start`], run by `wrapper` (e.g. `strace` injecting faults into syscalls).
     pub fn start_under(wrapper: &[&str], data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
         let mut command = Command::new(wrapper[0]);
-        command.args(&wrapper[1..]).arg(sidecar_binary());
+        command.args(&wrapper[1..]).arg(sidecar_binary()).arg("standalone");
         Self::start_command(command, data_dir, "127.0.0.1:0", "127.0.0.1:0", extra_args)
+    }
+
+    /// Starts `weir-sidecar kubernetes` with `args` (topic, pod name, namespace) against the API
+    /// server `kubeconfig` names, on free loopback ports, and waits until it serves gRPC (which is
+    /// not yet being ready: that waits for its view of the cluster).
+    pub fn start_pod(data_dir: &Path, kubeconfig: &Path, args: &[&str]) -> Result<Self> {
+        let mut command = Command::new(sidecar_binary());
+        command.arg("kubernetes").args(args).env("KUBECONFIG", kubeconfig);
+        Self::start_command(command, data_dir, "127.0.0.1:0", "127.0.0.1:0", &[])
     }
 
     fn start_command(
@@ -100,7 +111,6 @@ impl Sidecar {
     ) -> Result<Self> {
         die_with_parent(&mut command);
         let mut child = command
-            .arg("standalone")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", grpc, "--metrics-listen", metrics])

@@ -39,30 +39,13 @@ current-context: none
 /// exists here), from the first moment it accepts connections.
 #[tokio::test]
 async fn a_broker_pod_is_not_ready_before_it_has_seen_its_cluster() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     std::fs::write(&kubeconfig, UNREACHABLE_API).unwrap();
-    let mut command = Command::new(weir_tests::sidecar_binary());
-    weir_tests::die_with_parent(&mut command);
-    let mut pod = command
-        .args(["kubernetes", "--topic", "orders", "--pod-name", "orders-broker-0", "--namespace", "shop"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .env("KUBECONFIG", &kubeconfig)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let ready_line = BufReader::new(pod.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("weir-sidecar ready:"))
-        .expect("the broker prints its addresses once it serves");
-    let grpc = ready_line.split_whitespace().find_map(|f| f.strip_prefix("grpc=")).expect("grpc= in the ready line");
-    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc}")).unwrap().connect().await.unwrap();
+    let pod_args = ["--topic", "orders", "--pod-name", "orders-broker-0", "--namespace", "shop"];
+    let pod = Sidecar::start_pod(&dir.path().join("data"), &kubeconfig, &pod_args).unwrap();
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://{}", pod.grpc)).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel);
     let services = ["", "apache.rocketmq.v2.MessagingService"];
     for service in services {
@@ -80,8 +63,6 @@ async fn a_broker_pod_is_not_ready_before_it_has_seen_its_cluster() {
     let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.message())));
     let changed = tokio::time::timeout(Duration::from_millis(500), changed).await;
     assert!(changed.is_err(), "a status changed although the cluster was never seen: {:?}", changed.map(|c| c.0));
-    pod.kill().unwrap();
-    pod.wait().unwrap();
 }
 
 #[tokio::test]
