@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::storage::StoreInner;
+use crate::storage::segment::Segment;
 
 /// Zeros written per system call. The filler holds the segment's fill lock that long, and the
 /// file system holds the file's inode lock, which every append's `pwrite` needs too: a writer
@@ -73,17 +74,22 @@ fn run(store: &Weak<StoreInner>, ahead: u64, stop: &AtomicBool) {
     let zeros = vec![0u8; CHUNK];
     // A segment the filler failed on is left alone (appends work without the zeros).
     let mut failed_base = None;
+    let mut durable_before = 0;
     while !stop.load(Ordering::Acquire) {
         let Some(inner) = store.upgrade() else { return };
-        let (segment, capacity) = (inner.log.active(), inner.log.segment_bytes());
+        let (segment, capacity, durable) = (inner.log.active(), inner.log.segment_bytes(), inner.log.durable());
         drop(inner);
+        // Data synced since the last look (one poll ago at most): Sync appends are being made,
+        // or the Async flush interval just ran out (one look in twenty at 200 ms).
+        let data_syncing = durable != durable_before;
+        durable_before = durable;
         if failed_base != Some(segment.base()) {
             let target = (segment.len() + ahead).min(capacity);
-            // Top up once less than half the distance is left (or to the end of the segment):
-            // fewer, larger rounds, each with one fdatasync.
+            // Top up once less than half the distance is left (or to the end of the segment).
             let due = segment.zeroed() < target.saturating_sub(ahead / 2)
                 || (target == capacity && segment.zeroed() < capacity);
-            if due && let Err(e) = fill(&segment, target, &zeros) {
+            let round = if data_syncing { SYNCED_ROUND } else { u64::MAX };
+            if due && let Err(e) = fill(&segment, target, &zeros, round) {
                 tracing::warn!(segment = %segment.path().display(), error = %e,
                     "zero-filling the commit log ahead of the writer failed; appends to this segment go on without it");
                 failed_base = Some(segment.base());
@@ -93,17 +99,49 @@ fn run(store: &Weak<StoreInner>, ahead: u64, stop: &AtomicBool) {
     }
 }
 
-/// Zero-fills `segment` up to file offset `target` and makes the zeros durable.
-fn fill(segment: &crate::storage::segment::Segment, target: u64, zeros: &[u8]) -> std::io::Result<()> {
-    let mut written = 0;
-    while segment.zeroed() < target {
-        match segment.fill_zeros(target, zeros)? {
-            0 => break,
-            n => written += n,
+/// Zeros fdatasynced at a time while data fdatasyncs are running (see [`fill`]).
+const SYNCED_ROUND: u64 = 256 << 10;
+
+/// Zero-fills `segment` up to file offset `target`, fdatasyncing the zeros every `round` bytes and
+/// at the end; returns how many fdatasyncs that took.
+///
+/// An fdatasync of appended data covers the whole file: one that comes while zeros are unsynced
+/// writes them too, or waits for the filler's own fdatasync that is writing them. Under Sync load
+/// a top-up of 4 MiB synced at its end held sends up for milliseconds, so while data is being
+/// synced the zeros go in rounds of [`SYNCED_ROUND`] (send-ack p99 at the most Sync sends per
+/// second about 6.5 ms before, 3.5 ms after; BENCHMARKS.md). Under Async load one fdatasync ends the top-up:
+/// hundreds of small fdatasyncs a second would cost the writer CPU and buy nothing.
+fn fill(segment: &Segment, target: u64, zeros: &[u8], round: u64) -> std::io::Result<u32> {
+    let (mut unsynced, mut syncs) = (0, 0);
+    loop {
+        // 0 once `target` is reached (or appends or sealing went past it).
+        let written = segment.fill_zeros(target, zeros)?;
+        unsynced += written;
+        if unsynced > 0 && (written == 0 || unsynced >= round) {
+            segment.sync()?;
+            (unsynced, syncs) = (0, syncs + 1);
+        }
+        if written == 0 {
+            return Ok(syncs);
         }
     }
-    if written > 0 {
-        segment.sync()?;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The round decides how many zeros a data fdatasync can meet; the last one is always synced,
+    /// since appends go into them as if they were on disk.
+    #[test]
+    fn zeros_are_synced_in_rounds_only_when_asked_and_always_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(dir.path(), 0, 64 << 20).unwrap();
+        let zeros = vec![0; CHUNK];
+        assert_eq!(fill(&segment, 4 << 20, &zeros, u64::MAX).unwrap(), 1, "one fdatasync for the top-up");
+        assert_eq!(fill(&segment, 8 << 20, &zeros, SYNCED_ROUND).unwrap(), 16, "4 MiB in rounds of 256 KiB");
+        assert_eq!(fill(&segment, (8 << 20) + 100, &zeros, SYNCED_ROUND).unwrap(), 1, "a short top-up is synced too");
+        assert_eq!(fill(&segment, 8 << 20, &zeros, SYNCED_ROUND).unwrap(), 0, "nothing to fill, nothing to sync");
+        assert_eq!(segment.zeroed(), (8 << 20) + 100);
     }
-    Ok(())
 }
