@@ -27,11 +27,10 @@ use std::time::Duration;
 use crate::storage::StoreInner;
 use crate::storage::segment::Segment;
 
-/// Zeros written per system call. The filler holds the segment's fill lock that long, and the
-/// file system holds the file's inode lock, which every append's `pwrite` needs too: a writer
-/// waiting for it spins while the filler runs. With 1 MiB per call, copied into fresh page-cache
-/// pages at up to 1.6 ns a byte in this VM, the spinning was 4–9% of the broker's CPU under Async
-/// publishing; with 64 KiB, 0.2–0.4% (BENCHMARKS.md).
+/// Zeros written per system call. The filler holds the segment's fill lock that long, and every
+/// append waits for it (`Segment::append`). With 1 MiB per call, copied into fresh page-cache
+/// pages at up to 1.6 ns a byte in this VM, an append could wait 1.7 ms; with 64 KiB, 0.1 ms at
+/// most (BENCHMARKS.md).
 const CHUNK: usize = 64 << 10;
 
 /// How often the filler looks at how far ahead it is. At 200 MB/s, appends cover 2 MB in that
