@@ -418,11 +418,25 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity::optional_size_schema")]
     pub zero_fill_ahead: Option<Quantity>,
+
+    /// How much of the synced commit log, behind its newest data, each broker keeps in the page
+    /// cache, as a quantity (e.g. 1Gi). Older log is let go of, so the cache charged to the pod
+    /// stays bounded, and consumers further behind than this read from the volume. 0 keeps all
+    /// of it until the kernel needs the memory. Unset: the broker's default, 1Gi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "quantity::optional_size_schema")]
+    pub log_cache_window: Option<Quantity>,
 }
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        Self { size: default_storage_size(), storage_class_name: None, expandable: false, zero_fill_ahead: None }
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            expandable: false,
+            zero_fill_ahead: None,
+            log_cache_window: None,
+        }
     }
 }
 
@@ -866,6 +880,8 @@ impl TopicSpec {
             self.storage_size().err(),
             (self.brokers.storage.zero_fill_ahead.as_ref())
                 .and_then(|q| quantity::parse_size_quantity("brokers.storage.zeroFillAhead", q).err()),
+            (self.brokers.storage.log_cache_window.as_ref())
+                .and_then(|q| quantity::parse_size_quantity("brokers.storage.logCacheWindow", q).err()),
             self.flush_interval.as_deref().and_then(|v| quantity::parse_duration("flushInterval", v).err()),
             self.delay.as_ref().and_then(|d| quantity::parse_duration("delay.maxDelay", &d.max_delay).err()),
             self.transaction

@@ -90,6 +90,7 @@ async fn main() {
         advertise_host: None,
         segment_bytes: 256 << 20,
         zero_fill_ahead: 8 << 20,
+        log_cache_window: 1 << 30,
         min_free_bytes: 64 << 20,
         tls: None,
         peer_tls: None,

@@ -65,6 +65,8 @@ pub struct ServerOptions {
     pub segment_bytes: u64,
     /// How far ahead of the data the commit log is kept zero-filled (0: off).
     pub zero_fill_ahead: u64,
+    /// Synced commit log kept in the page cache behind its durable end (0: all of it).
+    pub log_cache_window: u64,
     /// Free space kept on the data volume (sends are refused below it).
     pub min_free_bytes: u64,
     /// TLS for both listeners; None serves plaintext.
@@ -118,6 +120,7 @@ pub async fn start(
     let mut store_config = StoreConfig::new(&options.data_dir);
     store_config.segment_bytes = options.segment_bytes;
     store_config.zero_fill_ahead = options.zero_fill_ahead;
+    store_config.log_cache_window = options.log_cache_window;
     store_config.min_free_bytes = options.min_free_bytes;
     store_config.async_flush_interval = options.async_flush_interval;
     store_config.retention = options.retention;

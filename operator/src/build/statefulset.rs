@@ -106,6 +106,9 @@ pub fn broker_args(topic_name: &str, storage: &StorageSpec, config: &OperatorCon
     if let Some(ahead) = &storage.zero_fill_ahead {
         args.extend(["--zero-fill-ahead".to_owned(), ahead.0.clone()]);
     }
+    if let Some(window) = &storage.log_cache_window {
+        args.extend(["--log-cache-window".to_owned(), window.0.clone()]);
+    }
     args
 }
 
@@ -479,18 +482,22 @@ brokers:
         assert_eq!(args[..3], ["kubernetes", "--topic", "orders"]);
         let domain = args.iter().position(|a| a == "--cluster-domain").unwrap();
         assert_eq!(args[domain + 1], "corp.internal");
-        assert!(!args.iter().any(|a| a == "--zero-fill-ahead"), "unset: the broker's default");
+        assert!(
+            !args.iter().any(|a| a == "--zero-fill-ahead" || a == "--log-cache-window"),
+            "unset: the broker's defaults"
+        );
         let t = topic_yaml("t", "brokers: {image: {tag: edge}}");
         assert_eq!(broker_image(&t, &cfg), "ghcr.io/weir-mq/weir-sidecar:edge");
     }
 
-    /// A Topic's volume setting reaches its brokers' command line (0 turns zero-filling off).
+    /// A Topic's volume settings reach its brokers' command line (0 turns zero-filling off).
     #[test]
-    fn zero_fill_ahead_is_passed_to_the_brokers() {
-        let t = topic_yaml("t", "brokers: {storage: {size: 20Gi, zeroFillAhead: 0}}");
+    fn volume_settings_are_passed_to_the_brokers() {
+        let t = topic_yaml("t", "brokers: {storage: {size: 20Gi, zeroFillAhead: 0, logCacheWindow: 512Mi}}");
         let args = broker_args("t", &t.spec.brokers.storage, &config());
-        let flag = args.iter().position(|a| a == "--zero-fill-ahead").expect("the flag is passed");
-        assert_eq!(args[flag + 1], "0");
+        let value = |flag: &str| &args[args.iter().position(|a| a == flag).expect("the flag is passed") + 1];
+        assert_eq!(value("--zero-fill-ahead"), "0");
+        assert_eq!(value("--log-cache-window"), "512Mi");
     }
 
     #[test]

@@ -83,6 +83,12 @@ struct BrokerArgs {
     /// disk twice. 0 turns it off, for volumes whose write bandwidth is the limit.
     #[arg(long, default_value = "8Mi", env = "WEIR_ZERO_FILL_AHEAD")]
     zero_fill_ahead: String,
+    /// How much of the synced commit log, behind its newest data, the broker keeps in the page
+    /// cache. Older log is let go of: consumers further behind read it from the disk, and the
+    /// cache charged to the pod stays bounded (refilling the same page frames is also cheaper
+    /// than taking fresh ones). 0 keeps all of it, until the kernel needs the memory.
+    #[arg(long, default_value = "1Gi", env = "WEIR_LOG_CACHE_WINDOW")]
+    log_cache_window: String,
     /// Free space kept on the data volume for acknowledgements, indexes and checkpoints (at least
     /// one segment); sends that would use it are refused ("disk full") until space is freed.
     #[arg(long, default_value = "64Mi", env = "WEIR_MIN_FREE_SPACE")]
@@ -264,6 +270,7 @@ impl BrokerArgs {
             advertise_host: None,
             segment_bytes: size("segment-size", &self.segment_size)?,
             zero_fill_ahead: size("zero-fill-ahead", &self.zero_fill_ahead)?,
+            log_cache_window: size("log-cache-window", &self.log_cache_window)?,
             min_free_bytes: size("min-free-space", &self.min_free_space)?,
             async_flush_interval: duration("flush-interval", &self.flush_interval)?,
             retention,

@@ -145,11 +145,20 @@ impl CommitLog {
 
     /// Starts reading log positions `start..end` into the page cache in the background.
     pub fn prefetch(&self, start: u64, end: u64) {
-        let overlapping: Vec<Arc<Segment>> =
-            self.segments.read().iter().filter(|s| s.base() < end && s.end() > start).cloned().collect();
-        for segment in overlapping {
+        for segment in self.overlapping(start, end) {
             segment.prefetch(start, end);
         }
+    }
+
+    /// Lets the kernel drop synced log positions `start..end` from the page cache.
+    pub fn release(&self, start: u64, end: u64) {
+        for segment in self.overlapping(start, end) {
+            segment.release(start, end);
+        }
+    }
+
+    fn overlapping(&self, start: u64, end: u64) -> Vec<Arc<Segment>> {
+        self.segments.read().iter().filter(|s| s.base() < end && s.end() > start).cloned().collect()
     }
 
     /// Reads and verifies the frame of `length` bytes at `position`; returns its header and body.

@@ -14,6 +14,7 @@
 //! truth: indexes and consumer state are rebuilt from it past the checkpoint on every start
 //! ([`recovery`]).
 
+mod cache_window;
 pub mod checkpoint;
 pub mod commitlog;
 pub mod frame;
@@ -22,6 +23,7 @@ mod publisher;
 pub mod record;
 pub mod recovery;
 pub mod segment;
+mod upkeep;
 pub mod writer;
 mod zero_fill;
 
@@ -44,9 +46,9 @@ use commitlog::CommitLog;
 use frame::RecordKind;
 use index::{IndexEntry, PartitionIndex};
 pub use recovery::RecoveryReport;
+use upkeep::LogUpkeep;
 pub use writer::AppendRecord;
 use writer::{Append, Command, Committer};
-use zero_fill::ZeroFiller;
 
 /// Errors of the storage engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -168,11 +170,14 @@ pub struct StoreConfig {
     /// How far ahead of the data the active segment is kept zero-filled, so that fdatasyncs write
     /// only data (see `zero_fill.rs`); 0 turns it off (every byte then reaches the disk once).
     pub zero_fill_ahead: u64,
+    /// Synced log kept in the page cache behind the durable end; older log is let go of, so
+    /// consumers further behind read it from the disk (see `cache_window.rs`); 0 keeps it all.
+    pub log_cache_window: u64,
 }
 
 impl StoreConfig {
     /// Defaults for a data directory: 256 MiB segments, 8 MiB frames, 200 ms async flush, 72 h,
-    /// zero-filled 8 MiB ahead.
+    /// zero-filled 8 MiB ahead, 1 GiB of synced log kept cached.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -182,6 +187,7 @@ impl StoreConfig {
             retention: Retention { time: Some(Duration::from_secs(72 * 3600)), bytes: None },
             min_free_bytes: 64 << 20,
             zero_fill_ahead: 8 << 20,
+            log_cache_window: 1 << 30,
         }
     }
 
@@ -435,7 +441,7 @@ pub struct Store {
     committer: Arc<Committer>,
     tx: Arc<Mutex<Option<std::sync::mpsc::Sender<Command>>>>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
-    zero_filler: Arc<Mutex<Option<ZeroFiller>>>,
+    upkeep: Arc<Mutex<Option<LogUpkeep>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -502,17 +508,15 @@ impl Store {
             .name("weir-log-writer".into())
             .spawn(move || writer::run(thread_committer, rx))
             .map_err(|e| StorageError::io("start writer thread", &inner.config.dir, e))?;
-        let ahead = inner.config.zero_fill_ahead;
-        let zero_filler = (ahead > 0)
-            .then(|| ZeroFiller::start(Arc::downgrade(&inner), ahead))
-            .transpose()
-            .map_err(|e| StorageError::io("start zero-fill thread", &inner.config.dir, e))?;
+        let upkeep =
+            LogUpkeep::start(Arc::downgrade(&inner), inner.config.zero_fill_ahead, inner.config.log_cache_window)
+                .map_err(|e| StorageError::io("start log upkeep thread", &inner.config.dir, e))?;
         let store = Self {
             inner,
             committer,
             tx: Arc::new(Mutex::new(Some(tx))),
             writer: Arc::new(Mutex::new(Some(writer))),
-            zero_filler: Arc::new(Mutex::new(zero_filler)),
+            upkeep: Arc::new(Mutex::new(upkeep)),
         };
         Ok((store, report))
     }
@@ -699,11 +703,11 @@ impl Store {
         if self.inner.poisoned().is_none() {
             self.checkpoint().await?;
         }
-        let filler = self.zero_filler.lock().take();
-        if let Some(filler) = filler {
-            tokio::task::spawn_blocking(move || drop(filler))
+        let upkeep = self.upkeep.lock().take();
+        if let Some(upkeep) = upkeep {
+            tokio::task::spawn_blocking(move || drop(upkeep))
                 .await
-                .map_err(|e| StorageError::Fatal(format!("zero-fill thread: {e}")))?;
+                .map_err(|e| StorageError::Fatal(format!("log upkeep thread: {e}")))?;
         }
         self.tx.lock().take();
         let handle = self.writer.lock().take();

@@ -208,9 +208,19 @@ impl Segment {
     /// Asks the kernel to read log positions `start..end` (clipped to this segment's written bytes)
     /// into the page cache in the background. Advice only: a failure changes nothing but speed.
     pub fn prefetch(&self, start: u64, end: u64) {
+        self.advise(start, end, rustix::fs::Advice::WillNeed);
+    }
+
+    /// Lets the kernel drop log positions `start..end` from the page cache (they must be synced:
+    /// dirty pages are only queued for writeback, not dropped).
+    pub fn release(&self, start: u64, end: u64) {
+        self.advise(start, end, rustix::fs::Advice::DontNeed);
+    }
+
+    fn advise(&self, start: u64, end: u64, advice: rustix::fs::Advice) {
         let (from, to) = (start.max(self.base), end.min(self.end()));
         if let Some(len) = to.checked_sub(from).and_then(NonZeroU64::new) {
-            let _ = rustix::fs::fadvise(&self.file, from - self.base, Some(len), rustix::fs::Advice::WillNeed);
+            let _ = rustix::fs::fadvise(&self.file, from - self.base, Some(len), advice);
         }
     }
 
@@ -246,6 +256,7 @@ pub fn parse_file_name(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::tests::{cached, evictable_dir};
 
     #[test]
     fn create_append_reopen() {
@@ -302,19 +313,11 @@ mod tests {
         assert_eq!(Segment::open(&dir.path().join(file_name(4096))).unwrap().end(), end);
     }
 
-    /// Resident bytes of `path` as util-linux `fincore` reports them (mincore(2) needs unsafe code).
-    fn cached(path: &Path) -> u64 {
-        let out = std::process::Command::new("fincore").args(["-bnr", "-o", "RES"]).arg(path).output();
-        let out = out.expect("fincore (util-linux), installed by the README's test command");
-        String::from_utf8_lossy(&out.stdout).trim().parse().expect("fincore prints a byte count")
-    }
-
     /// Cold reads depend on it: after `prefetch`, an evicted range comes back into the page cache
     /// without anyone reading it. On the build directory's file system (a tmpfs cannot evict).
     #[test]
     fn prefetch_reads_an_evicted_range_into_the_page_cache() {
-        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
-        let dir = tempfile::Builder::new().prefix("prefetch-test-").tempdir_in(target).unwrap();
+        let dir = evictable_dir("prefetch-test-");
         let s = Segment::create(dir.path(), 1 << 30, 16 << 20).unwrap();
         s.append(1 << 30, &vec![7; 8 << 20]).unwrap();
         s.sync().unwrap();
@@ -327,6 +330,26 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "prefetched: {} bytes cached", cached(s.path()));
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// The cache window's tool: a released range leaves the page cache, the rest of the segment
+    /// stays, and every byte still reads back (from the disk). On the build directory's file
+    /// system, as above.
+    #[test]
+    fn release_drops_a_synced_range_from_the_page_cache_and_loses_nothing() {
+        let dir = evictable_dir("release-test-");
+        let s = Segment::create(dir.path(), 1 << 30, 16 << 20).unwrap();
+        let data: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+        s.append(1 << 30, &data).unwrap();
+        s.sync().unwrap();
+        assert!(cached(s.path()) >= 8 << 20, "written data is cached before the test");
+        // Clipped to the segment: asking from before its base is harmless.
+        s.release(0, (1 << 30) + (6 << 20));
+        let left = cached(s.path());
+        assert!((2 << 20..4 << 20).contains(&left), "only the last 2 MiB stay cached: {left} bytes");
+        let mut back = vec![0; data.len()];
+        s.read_at(1 << 30, &mut back).unwrap();
+        assert!(back == data, "released bytes read back from the disk");
     }
 
     #[test]

@@ -46,12 +46,30 @@ impl StateMachine for AckCounter {
     }
 }
 
+/// Resident bytes of `path` as util-linux `fincore` reports them (mincore(2) needs unsafe code).
+pub(super) fn cached(path: &Path) -> u64 {
+    let out = std::process::Command::new("fincore").args(["-bnr", "-o", "RES"]).arg(path).output();
+    let out = out.expect("fincore (util-linux), installed by the README's test command");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("fincore prints a byte count")
+}
+
+/// A scratch directory on the build directory's file system: page-cache tests need one that
+/// can evict (a tmpfs cannot).
+pub(super) fn evictable_dir(prefix: &str) -> tempfile::TempDir {
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    tempfile::Builder::new().prefix(prefix).tempdir_in(target).unwrap()
+}
+
 fn config(dir: &Path) -> StoreConfig {
     StoreConfig { segment_bytes: 64 << 10, max_frame_bytes: 16 << 10, ..StoreConfig::new(dir) }
 }
 
 fn open(dir: &Path, state: Arc<dyn StateMachine>) -> (Store, RecoveryReport) {
-    Store::open(config(dir), state, StoreMetrics::default(), Box::new(|r| panic!("fatal: {r}"))).unwrap()
+    open_with(config(dir), state)
+}
+
+fn open_with(config: StoreConfig, state: Arc<dyn StateMachine>) -> (Store, RecoveryReport) {
+    Store::open(config, state, StoreMetrics::default(), Box::new(|r| panic!("fatal: {r}"))).unwrap()
 }
 
 fn message(topic: &str, partition: u32, n: u64) -> StoredMessage {
@@ -167,6 +185,25 @@ async fn a_zero_filled_tail_is_the_end_of_the_data_after_a_crash() {
     assert_eq!(file_len(&crashed), data_end - active.base(), "a clean shutdown cuts the zeros off");
     let (store, _) = open(&crashed, Arc::new(NoState));
     assert_eq!(read_all(&store, "t", 0).len(), 8);
+}
+
+/// The upkeep thread lets the page cache go of synced log more than the window behind the
+/// durable end; the newest log stays cached, and every message still reads back.
+#[tokio::test]
+async fn synced_log_behind_the_cache_window_leaves_the_page_cache() {
+    let dir = evictable_dir("cache-window-test-");
+    let config = StoreConfig { log_cache_window: 256 << 10, ..config(dir.path()) };
+    let (store, _) = open_with(config, Arc::new(NoState));
+    append_messages(&store, "t", 0, 0..1000).await;
+    let segments = store.inner.log.segments();
+    assert!(segments.len() > 10, "{} segments", segments.len());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cached(segments[0].path()) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the oldest segment stays cached");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(cached(store.inner.log.active().path()) > 0, "the newest log stays cached");
+    assert_eq!(read_all(&store, "t", 0), (0..1000).map(|n| message("t", 0, n)).collect::<Vec<_>>());
 }
 
 /// Cuts the active segment at every position in its last frames: recovery keeps every complete
@@ -456,7 +493,7 @@ async fn retention_deletes_old_segments_only_behind_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.retention = Retention { time: None, bytes: Some(100 << 10) };
-    let (store, _) = Store::open(cfg, Arc::new(NoState), StoreMetrics::default(), Box::new(|r| panic!("{r}"))).unwrap();
+    let (store, _) = open_with(cfg, Arc::new(NoState));
     for i in 0..10 {
         append_messages(&store, "t", 0, i * 100..(i + 1) * 100).await;
     }
@@ -486,7 +523,7 @@ async fn concurrent_appenders_share_group_commits() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.segment_bytes = 8 << 20;
-    let (store, _) = Store::open(cfg, Arc::new(NoState), StoreMetrics::default(), Box::new(|r| panic!("{r}"))).unwrap();
+    let (store, _) = open_with(cfg, Arc::new(NoState));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for part in 0..8u32 {
@@ -518,7 +555,7 @@ async fn answered_appends_are_readable_and_in_log_order_while_syncs_overlap_writ
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.segment_bytes = 1 << 20;
-    let (store, _) = Store::open(cfg, Arc::new(NoState), StoreMetrics::default(), Box::new(|r| panic!("{r}"))).unwrap();
+    let (store, _) = open_with(cfg, Arc::new(NoState));
     let mut tasks = Vec::new();
     for task in 0..16u64 {
         let store = store.clone();

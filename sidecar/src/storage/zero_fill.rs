@@ -10,8 +10,8 @@
 //! latency at a fixed rate lower; throughput stayed the same, since filling costs CPU too
 //! (BENCHMARKS.md).
 //!
-//! A thread therefore keeps the active segment zero-filled (and those zeros synced) a few MiB
-//! ahead of the data. It also takes over the first touch of fresh page-cache pages, which
+//! The log's upkeep thread (`upkeep.rs`) therefore keeps the active segment zero-filled (and
+//! those zeros synced) a few MiB ahead of the data. It also takes over the first touch of fresh page-cache pages, which
 //! appends would otherwise pay. The price is that every byte reaches the disk twice: on volumes
 //! whose write bandwidth is the limit, turn it off (`zero_fill_ahead` 0).
 //!
@@ -19,12 +19,6 @@
 //! sealing a segment cuts off its zeros, and recovery recognises the zeros a crash left after
 //! the last segment's data (`recovery.rs`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
-use std::time::Duration;
-
-use crate::storage::StoreInner;
 use crate::storage::segment::Segment;
 
 /// Zeros written per system call. The filler holds the segment's fill lock that long, and every
@@ -33,68 +27,42 @@ use crate::storage::segment::Segment;
 /// most (BENCHMARKS.md).
 const CHUNK: usize = 64 << 10;
 
-/// How often the filler looks at how far ahead it is. At 200 MB/s, appends cover 2 MB in that
-/// time, well within the half of the distance after which it tops up.
-const POLL: Duration = Duration::from_millis(10);
-
-/// The running filler; dropping it stops it.
-pub(crate) struct ZeroFiller {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// What the filler remembers between the upkeep thread's looks (`upkeep.rs`).
+pub(crate) struct ZeroFill {
+    /// Bytes kept zero-filled past the data.
+    ahead: u64,
+    zeros: Vec<u8>,
+    /// A segment the filler failed on is left alone (appends work without the zeros).
+    failed_base: Option<u64>,
+    /// The log's durable end at the last look.
+    durable_before: u64,
 }
 
-impl ZeroFiller {
-    /// Starts keeping `store`'s active segment zero-filled `ahead` bytes past its data. The thread
-    /// holds the store weakly: it ends when the store is gone.
-    pub(crate) fn start(store: Weak<StoreInner>, ahead: u64) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread =
-            std::thread::Builder::new().name("weir-zero-fill".into()).spawn(move || run(&store, ahead, &stopped))?;
-        Ok(Self { stop, thread: Some(thread) })
+impl ZeroFill {
+    /// Keeps the active segment zero-filled `ahead` bytes (more than 0) past its data.
+    pub(crate) fn new(ahead: u64) -> Self {
+        Self { ahead, zeros: vec![0u8; CHUNK], failed_base: None, durable_before: 0 }
     }
-}
 
-impl Drop for ZeroFiller {
-    /// Stops the filler and waits until it has let go of the log (at most one round of zeros
-    /// and its fdatasync), so a store opened on the same directory next finds it quiet.
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
-    }
-}
-
-fn run(store: &Weak<StoreInner>, ahead: u64, stop: &AtomicBool) {
-    // Not niced below the request threads: right after a roll, appends run past the zeros and
-    // wait for the fill lock, so a filler preempted while holding it would stall every append.
-    let zeros = vec![0u8; CHUNK];
-    // A segment the filler failed on is left alone (appends work without the zeros).
-    let mut failed_base = None;
-    let mut durable_before = 0;
-    while !stop.load(Ordering::Acquire) {
-        let Some(inner) = store.upgrade() else { return };
-        let (segment, capacity, durable) = (inner.log.active(), inner.log.segment_bytes(), inner.log.durable());
-        drop(inner);
+    /// One look at the active `segment` (of `capacity` bytes) with the log durable up to
+    /// `durable`: tops it up once less than half the distance is left (or to its end).
+    pub(crate) fn tend(&mut self, segment: &Segment, capacity: u64, durable: u64) {
         // Data synced since the last look (one poll ago at most): Sync appends are being made,
         // or the Async flush interval just ran out (one look in twenty at 200 ms).
-        let data_syncing = durable != durable_before;
-        durable_before = durable;
-        if failed_base != Some(segment.base()) {
-            let target = (segment.len() + ahead).min(capacity);
-            // Top up once less than half the distance is left (or to the end of the segment).
-            let due = segment.zeroed() < target.saturating_sub(ahead / 2)
-                || (target == capacity && segment.zeroed() < capacity);
-            let round = if data_syncing { SYNCED_ROUND } else { u64::MAX };
-            if due && let Err(e) = fill(&segment, target, &zeros, round) {
-                tracing::warn!(segment = %segment.path().display(), error = %e,
-                    "zero-filling the commit log ahead of the writer failed; appends to this segment go on without it");
-                failed_base = Some(segment.base());
-            }
+        let data_syncing = durable != self.durable_before;
+        self.durable_before = durable;
+        if self.failed_base == Some(segment.base()) {
+            return;
         }
-        std::thread::park_timeout(POLL);
+        let target = (segment.len() + self.ahead).min(capacity);
+        let due = segment.zeroed() < target.saturating_sub(self.ahead / 2)
+            || (target == capacity && segment.zeroed() < capacity);
+        let round = if data_syncing { SYNCED_ROUND } else { u64::MAX };
+        if due && let Err(e) = fill(segment, target, &self.zeros, round) {
+            tracing::warn!(segment = %segment.path().display(), error = %e,
+                "zero-filling the commit log ahead of the writer failed; appends to this segment go on without it");
+            self.failed_base = Some(segment.base());
+        }
     }
 }
 
