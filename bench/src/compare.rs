@@ -133,6 +133,27 @@ fn cases(args: &CompareArgs) -> Vec<Case> {
             Figure::Publish,
         ),
         case("pubsub", "Async, publish and consume together", &format!("--scenario pubsub {BATCHED}"), Figure::Consume),
+        // Sustained: the cases above write about 210 MiB in a second or two. Fifteen and ten
+        // times as many messages show what a broker keeps up once the page cache it fills is
+        // no longer free memory it gets cheaply (BENCHMARKS.md, "Memory of this VM").
+        Case {
+            count_fraction: 15.0,
+            ..case(
+                "publish-sustained",
+                "Async, batches of 16, 15 times the messages",
+                &format!("--scenario publish {BATCHED}"),
+                Figure::Publish,
+            )
+        },
+        Case {
+            count_fraction: 10.0,
+            ..case(
+                "pubsub-sustained",
+                "Async, publish and consume together, 10 times the messages",
+                &format!("--scenario pubsub {BATCHED}"),
+                Figure::Consume,
+            )
+        },
         // Open loop at fixed rates, 16 messages per request (3,125 requests/s at 50,000 msgs/s).
         // Steady state: messages sent in the first second are left out (5 s at 50,000 msgs/s:
         // 4 s measured; 10 s at 20,000).
