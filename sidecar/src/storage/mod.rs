@@ -242,6 +242,8 @@ pub struct StoreMetrics {
     /// `commit_seconds` of `Sync` and `Async` appends, looked up once.
     commit_sync: prometheus::Histogram,
     commit_async: prometheus::Histogram,
+    /// Bytes of synced log let go of from the page cache behind the cache window.
+    pub cache_released_bytes: prometheus::IntCounter,
 }
 
 /// From 100 µs (a write to the page cache) to 1 s (a stalled disk).
@@ -260,7 +262,12 @@ impl Default for StoreMetrics {
         let commit_seconds = prometheus::HistogramVec::new(opts, &["durability"]).expect("valid histogram");
         let commit_sync = commit_seconds.with_label_values(&["sync"]);
         let commit_async = commit_seconds.with_label_values(&["async"]);
-        Self { fsync_seconds, commit_seconds, commit_sync, commit_async }
+        let cache_released_bytes = prometheus::IntCounter::new(
+            "weir_store_cache_released_bytes_total",
+            "Bytes of synced commit log let go of from the page cache, more than the log cache window behind the newest data",
+        )
+        .expect("valid counter");
+        Self { fsync_seconds, commit_seconds, commit_sync, commit_async, cache_released_bytes }
     }
 }
 
@@ -268,7 +275,8 @@ impl StoreMetrics {
     /// Registers every instrument with `registry`.
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.fsync_seconds.clone()))?;
-        registry.register(Box::new(self.commit_seconds.clone()))
+        registry.register(Box::new(self.commit_seconds.clone()))?;
+        registry.register(Box::new(self.cache_released_bytes.clone()))
     }
 
     fn observe_fsync(&self, d: Duration) {

@@ -203,6 +203,8 @@ async fn synced_log_behind_the_cache_window_leaves_the_page_cache() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert!(cached(store.inner.log.active().path()) > 0, "the newest log stays cached");
+    let released = store.inner.metrics.cache_released_bytes.get();
+    assert!(released >= 64 << 10 && released <= store.inner.log.end(), "{released} bytes counted");
     assert_eq!(read_all(&store, "t", 0), (0..1000).map(|n| message("t", 0, n)).collect::<Vec<_>>());
 }
 

@@ -66,6 +66,7 @@ fn run(store: &Weak<StoreInner>, mut fill: Option<ZeroFill>, mut cache: Option<C
         let (segment, capacity, durable) = (inner.log.active(), inner.log.segment_bytes(), inner.log.durable());
         if let Some(range) = cache.as_mut().and_then(|c| c.due(durable)) {
             inner.log.release(range.start, range.end);
+            inner.metrics.cache_released_bytes.inc_by(range.end - range.start);
         }
         drop(inner);
         if let Some(fill) = &mut fill {
