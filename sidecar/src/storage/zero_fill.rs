@@ -11,9 +11,9 @@
 //! (BENCHMARKS.md).
 //!
 //! The log's upkeep thread (`upkeep.rs`) therefore keeps the active segment zero-filled (and
-//! those zeros synced) a few MiB ahead of the data. It also takes over the first touch of fresh page-cache pages, which
-//! appends would otherwise pay. The price is that every byte reaches the disk twice: on volumes
-//! whose write bandwidth is the limit, turn it off (`zero_fill_ahead` 0).
+//! those zeros synced) a few MiB ahead of the data. It also takes over the first touch of fresh
+//! page-cache pages, which appends would otherwise pay. The price is that every byte reaches the
+//! disk twice: on volumes whose write bandwidth is the limit, turn it off (`zero_fill_ahead` 0).
 //!
 //! Appends and the filler never overlap (see [`Segment::append`] and [`Segment::fill_zeros`]);
 //! sealing a segment cuts off its zeros, and recovery recognises the zeros a crash left after
@@ -76,8 +76,8 @@ const SYNCED_ROUND: u64 = 256 << 10;
 /// writes them too, or waits for the filler's own fdatasync that is writing them. Under Sync load
 /// a top-up of 4 MiB synced at its end held sends up for milliseconds, so while data is being
 /// synced the zeros go in rounds of [`SYNCED_ROUND`] (send-ack p99 at the most Sync sends per
-/// second about 6.5 ms before, 3.5 ms after; BENCHMARKS.md). Under Async load one fdatasync ends the top-up:
-/// hundreds of small fdatasyncs a second would cost the writer CPU and buy nothing.
+/// second about 6.5 ms before, 3.5 ms after; BENCHMARKS.md). Under Async load one fdatasync ends
+/// the top-up: hundreds of small fdatasyncs a second would cost the writer CPU and buy nothing.
 fn fill(segment: &Segment, target: u64, zeros: &[u8], round: u64) -> std::io::Result<u32> {
     let (mut unsynced, mut syncs) = (0, 0);
     loop {
