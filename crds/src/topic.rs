@@ -410,11 +410,12 @@ pub struct StorageSpec {
     #[serde(default)]
     pub expandable: bool,
 
-    /// How far ahead of the data each broker keeps its commit log zero-filled, as a quantity
-    /// (e.g. 8Mi). An fdatasync into zero-filled space writes only data, not file system
-    /// metadata, which shortens Sync acknowledgements; the price is that every byte reaches the
-    /// volume twice. Set 0 on a volume whose write bandwidth is the limit (a throughput-capped
-    /// cloud disk). Unset: the broker's default, 8Mi.
+    /// How far ahead of the data each broker keeps its commit log zero-filled while Sync sends
+    /// come, as a quantity (e.g. 8Mi). An fdatasync into zero-filled space writes only data, not
+    /// file system metadata, which shortens Sync acknowledgements; the price is that those bytes
+    /// reach the volume twice (Async-only load is never zero-filled). Set 0 on a volume whose
+    /// write bandwidth is the limit (a throughput-capped cloud disk). Unset: the broker's
+    /// default, 8Mi.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity::optional_size_schema")]
     pub zero_fill_ahead: Option<Quantity>,

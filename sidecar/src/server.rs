@@ -63,7 +63,7 @@ pub struct ServerOptions {
     pub advertise_host: Option<String>,
     /// Storage settings (the directory is taken from `data_dir`).
     pub segment_bytes: u64,
-    /// How far ahead of the data the commit log is kept zero-filled (0: off).
+    /// How far ahead of the data the commit log is kept zero-filled under Sync load (0: off).
     pub zero_fill_ahead: u64,
     /// Synced commit log kept in the page cache behind its durable end (0: all of it).
     pub log_cache_window: u64,

@@ -78,9 +78,10 @@ struct BrokerArgs {
     /// Size of a commit log segment (e.g. 256Mi).
     #[arg(long, default_value = "256Mi", env = "WEIR_SEGMENT_SIZE")]
     segment_size: String,
-    /// How far ahead of the data the commit log is kept zero-filled, so that an fdatasync writes
-    /// only data, not file system metadata (Sync sends are faster); every byte then reaches the
-    /// disk twice. 0 turns it off, for volumes whose write bandwidth is the limit.
+    /// How far ahead of the data the commit log is kept zero-filled while Sync sends come, so
+    /// that an fdatasync writes only data, not file system metadata (Sync sends are faster); those
+    /// bytes then reach the disk twice. 0 turns it off, for volumes whose write bandwidth is the
+    /// limit. Under Async load alone nothing is filled.
     #[arg(long, default_value = "8Mi", env = "WEIR_ZERO_FILL_AHEAD")]
     zero_fill_ahead: String,
     /// How much of the synced commit log, behind its newest data, the broker keeps in the page

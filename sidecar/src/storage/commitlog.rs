@@ -37,6 +37,9 @@ pub struct CommitLog {
     segments: RwLock<Vec<Arc<Segment>>>,
     /// Everything before this position was fdatasynced.
     durable: AtomicU64,
+    /// Groups written that wait for an fdatasync (`Sync` appends), counted so the zero-filler
+    /// can tell a Sync load from the Async flush timer (`zero_fill.rs`).
+    sync_groups: AtomicU64,
 }
 
 impl CommitLog {
@@ -77,6 +80,7 @@ impl CommitLog {
             // Set by recovery, once it knows where the data ends (the last segment's file may
             // go on with zeros, or with a torn write).
             durable: AtomicU64::new(0),
+            sync_groups: AtomicU64::new(0),
         })
     }
 
@@ -118,6 +122,16 @@ impl CommitLog {
     /// Records that everything before `position` is on disk.
     pub fn mark_durable(&self, position: u64) {
         self.durable.fetch_max(position, Ordering::AcqRel);
+    }
+
+    /// Counts a written group that waits for an fdatasync.
+    pub fn count_sync_group(&self) {
+        self.sync_groups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Groups written so far that waited for an fdatasync.
+    pub fn sync_groups(&self) -> u64 {
+        self.sync_groups.load(Ordering::Relaxed)
     }
 
     /// Bytes held by all segments.

@@ -167,8 +167,9 @@ pub struct StoreConfig {
     /// than one segment, which an acknowledgement may need to roll): messages that would eat into
     /// it are refused (disk full) instead of filling the volume.
     pub min_free_bytes: u64,
-    /// How far ahead of the data the active segment is kept zero-filled, so that fdatasyncs write
-    /// only data (see `zero_fill.rs`); 0 turns it off (every byte then reaches the disk once).
+    /// How far ahead of the data the active segment is kept zero-filled while Sync appends are
+    /// being made, so that their fdatasyncs write only data (see `zero_fill.rs`); 0 turns it off
+    /// (every byte then reaches the disk once, as under Async load).
     pub zero_fill_ahead: u64,
     /// Synced log kept in the page cache behind the durable end; older log is let go of, so
     /// consumers further behind read it from the disk (see `cache_window.rs`); 0 keeps it all.

@@ -5,8 +5,9 @@
 //! blocks are reserved up front (an out-of-space condition surfaces when the segment is created, not
 //! halfway through a write).
 //!
-//! While it is the active segment, the zero-filler (`zero_fill.rs`) writes zeros a few MiB ahead
-//! of the data, so appends land in blocks that are already written and inside the file length:
+//! While it is the active segment under Sync load, the zero-filler (`zero_fill.rs`) writes zeros a
+//! few MiB ahead of the data, so appends land in blocks that are already written and inside the
+//! file length:
 //!
 //! ```text
 //!  file offset 0             len                   zeroed                    capacity

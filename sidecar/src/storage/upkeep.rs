@@ -1,12 +1,12 @@
-//! The commit log's upkeep thread: keeps the active segment zero-filled ahead of the data
-//! (`zero_fill.rs`) and lets the page cache go of synced log far behind it (`cache_window.rs`).
-//! Neither is ever urgent, and both follow the log's ends, so one thread looks at them every
-//! [`POLL`].
+//! The commit log's upkeep thread: keeps the active segment zero-filled ahead of the data under
+//! Sync load (`zero_fill.rs`) and lets the page cache go of synced log far behind it
+//! (`cache_window.rs`). Neither is ever urgent, and both follow the log's ends, so one thread
+//! looks at them every [`POLL`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::storage::StoreInner;
 use crate::storage::cache_window::CacheWindow;
@@ -64,13 +64,14 @@ fn run(store: &Weak<StoreInner>, mut fill: Option<ZeroFill>, mut cache: Option<C
     while !stop.load(Ordering::Acquire) {
         let Some(inner) = store.upgrade() else { return };
         let (segment, capacity, durable) = (inner.log.active(), inner.log.segment_bytes(), inner.log.durable());
+        let sync_groups = inner.log.sync_groups();
         if let Some(range) = cache.as_mut().and_then(|c| c.due(durable)) {
             inner.log.release(range.start, range.end);
             inner.metrics.cache_released_bytes.inc_by(range.end - range.start);
         }
         drop(inner);
         if let Some(fill) = &mut fill {
-            fill.tend(&segment, capacity, durable);
+            fill.tend(&segment, capacity, sync_groups, Instant::now());
         }
         std::thread::park_timeout(POLL);
     }

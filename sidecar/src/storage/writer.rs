@@ -493,6 +493,9 @@ impl Writer {
         if self.unsynced_since.is_none() {
             self.unsynced_since = Some(Instant::now());
         }
+        if needs_sync {
+            log.count_sync_group();
+        }
         let idle = self.publisher.push(WrittenGroup {
             end: active.end(),
             needs_sync,

@@ -11,14 +11,22 @@
 //! (BENCHMARKS.md).
 //!
 //! The log's upkeep thread (`upkeep.rs`) therefore keeps the active segment zero-filled (and
-//! those zeros synced) a few MiB ahead of the data. It also takes over the first touch of fresh
-//! page-cache pages, which appends would otherwise pay. The price is that every byte reaches the
-//! disk twice: on volumes whose write bandwidth is the limit, turn it off (`zero_fill_ahead` 0).
+//! those zeros synced) a few MiB ahead of the data while Sync appends are being made. It also
+//! takes over the first touch of fresh page-cache pages, which appends would otherwise pay. The
+//! price is that every byte reaches the disk twice, so the filler rests while only Async appends
+//! come: their data is fdatasynced once per flush interval, off every request's path, and zeros
+//! would only double the disk writes and hold the appends up behind the filler (Async publishing
+//! went about a tenth faster without them; BENCHMARKS.md). On volumes whose write bandwidth is
+//! the limit even under Sync load, turn it off (`zero_fill_ahead` 0).
 //!
 //! Appends and the filler never overlap (see [`Segment::append`] and [`Segment::fill_zeros`]);
 //! sealing a segment cuts off its zeros, and recovery recognises the zeros a crash left after
 //! the last segment's data (`recovery.rs`).
 
+use std::time::{Duration, Instant};
+
+#[cfg(doc)]
+use crate::storage::commitlog::CommitLog;
 use crate::storage::segment::Segment;
 
 /// Zeros written per system call. The filler holds the segment's fill lock that long, and every
@@ -27,6 +35,10 @@ use crate::storage::segment::Segment;
 /// most (BENCHMARKS.md).
 const CHUNK: usize = 64 << 10;
 
+/// How long the filler goes on after the last Sync append: a Sync topic at a few messages a
+/// second keeps it going, a lone Sync record (a consumer group's start) lets it rest again soon.
+const SYNC_LOAD_LINGER: Duration = Duration::from_secs(10);
+
 /// What the filler remembers between the upkeep thread's looks (`upkeep.rs`).
 pub(crate) struct ZeroFill {
     /// Bytes kept zero-filled past the data.
@@ -34,24 +46,31 @@ pub(crate) struct ZeroFill {
     zeros: Vec<u8>,
     /// A segment the filler failed on is left alone (appends work without the zeros).
     failed_base: Option<u64>,
-    /// The log's durable end at the last look.
-    durable_before: u64,
+    /// The log's count of Sync groups at the last look ([`CommitLog::sync_groups`]).
+    sync_groups_before: u64,
+    /// When the last look found new Sync groups.
+    sync_load_seen: Option<Instant>,
 }
 
 impl ZeroFill {
     /// Keeps the active segment zero-filled `ahead` bytes (more than 0) past its data.
     pub(crate) fn new(ahead: u64) -> Self {
-        Self { ahead, zeros: vec![0u8; CHUNK], failed_base: None, durable_before: 0 }
+        Self { ahead, zeros: vec![0u8; CHUNK], failed_base: None, sync_groups_before: 0, sync_load_seen: None }
     }
 
-    /// One look at the active `segment` (of `capacity` bytes) with the log durable up to
-    /// `durable`: tops it up once less than half the distance is left (or to its end).
-    pub(crate) fn tend(&mut self, segment: &Segment, capacity: u64, durable: u64) {
-        // Data synced since the last look (one poll ago at most): Sync appends are being made,
-        // or the Async flush interval just ran out (one look in twenty at 200 ms).
-        let data_syncing = durable != self.durable_before;
-        self.durable_before = durable;
-        if self.failed_base == Some(segment.base()) {
+    /// One look, at `now`, at the active `segment` (of `capacity` bytes) of a log that has
+    /// written `sync_groups` Sync groups so far: while Sync appends are being made (or were, less
+    /// than [`SYNC_LOAD_LINGER`] ago), tops the zeros up once less than half the distance is
+    /// left (or to the segment's end).
+    pub(crate) fn tend(&mut self, segment: &Segment, capacity: u64, sync_groups: u64, now: Instant) {
+        // Sync groups since the last look (one poll ago at most): their fdatasyncs are running.
+        let data_syncing = sync_groups != self.sync_groups_before;
+        self.sync_groups_before = sync_groups;
+        if data_syncing {
+            self.sync_load_seen = Some(now);
+        }
+        let sync_load = self.sync_load_seen.is_some_and(|seen| now.duration_since(seen) < SYNC_LOAD_LINGER);
+        if !sync_load || self.failed_base == Some(segment.base()) {
             return;
         }
         let target = (segment.len() + self.ahead).min(capacity);
@@ -76,8 +95,8 @@ const SYNCED_ROUND: u64 = 256 << 10;
 /// writes them too, or waits for the filler's own fdatasync that is writing them. Under Sync load
 /// a top-up of 4 MiB synced at its end held sends up for milliseconds, so while data is being
 /// synced the zeros go in rounds of [`SYNCED_ROUND`] (send-ack p99 at the most Sync sends per
-/// second about 6.5 ms before, 3.5 ms after; BENCHMARKS.md). Under Async load one fdatasync ends
-/// the top-up: hundreds of small fdatasyncs a second would cost the writer CPU and buy nothing.
+/// second about 6.5 ms before, 3.5 ms after; BENCHMARKS.md). In a look without new Sync groups
+/// one fdatasync ends the top-up: small fdatasyncs would cost the filler CPU and buy nothing.
 fn fill(segment: &Segment, target: u64, zeros: &[u8], round: u64) -> std::io::Result<u32> {
     let (mut unsynced, mut syncs) = (0, 0);
     loop {
@@ -110,5 +129,44 @@ mod tests {
         assert_eq!(fill(&segment, (8 << 20) + 100, &zeros, SYNCED_ROUND).unwrap(), 1, "a short top-up is synced too");
         assert_eq!(fill(&segment, 8 << 20, &zeros, SYNCED_ROUND).unwrap(), 0, "nothing to fill, nothing to sync");
         assert_eq!(segment.zeroed(), (8 << 20) + 100);
+    }
+
+    /// The filler works while Sync groups come and a while after, from the next look on; an
+    /// Async-only log reaches the disk once.
+    #[test]
+    fn zeros_are_written_only_under_sync_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let capacity = 64 << 20;
+        let segment = Segment::create(dir.path(), 0, capacity).unwrap();
+        let (ahead, step) = (1 << 20, 600 << 10);
+        let mut filler = ZeroFill::new(ahead);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut data_end = 0;
+        let mut append = |len: u64| {
+            segment.append(data_end, &vec![1; len as usize]).unwrap();
+            data_end += len;
+            data_end
+        };
+
+        let end = append(100);
+        filler.tend(&segment, capacity, 0, at(0));
+        assert_eq!(segment.zeroed(), end, "Async appends only: no zeros");
+        filler.tend(&segment, capacity, 3, at(10));
+        assert_eq!(segment.zeroed(), end + ahead, "Sync groups came: zeros ahead");
+
+        let end = append(step);
+        let lingering = at(10) + SYNC_LOAD_LINGER - Duration::from_millis(1);
+        filler.tend(&segment, capacity, 3, lingering);
+        assert_eq!(segment.zeroed(), end + ahead, "topped up for a while after the last Sync group");
+
+        let zeroed = segment.zeroed();
+        append(step);
+        filler.tend(&segment, capacity, 3, at(10) + SYNC_LOAD_LINGER);
+        assert_eq!(segment.zeroed(), zeroed, "the Sync load is over: the filler rests");
+
+        let end = append(step);
+        filler.tend(&segment, capacity, 4, at(20) + SYNC_LOAD_LINGER);
+        assert_eq!(segment.zeroed(), end + ahead, "a new Sync load: zeros again");
     }
 }
