@@ -151,21 +151,25 @@ async fn append_read_and_restart() {
     assert_eq!(read_all(&store, "orders", 0).len(), 51);
 }
 
-/// After a crash the last segment goes on with the zeros the zero-filler wrote ahead of the data:
-/// recovery takes them for the end of the data (no torn tail, nothing skipped, nothing past the
-/// data counted durable), appends continue into them, and a clean shutdown cuts them off.
+/// After a crash the last segment goes on with the zeros the zero-filler wrote ahead of the data
+/// under a Sync load: recovery takes them for the end of the data (no torn tail, nothing skipped,
+/// nothing past the data counted durable), appends continue into them, and a clean shutdown cuts
+/// them off.
 #[tokio::test]
 async fn a_zero_filled_tail_is_the_end_of_the_data_after_a_crash() {
     let scratch = tempfile::tempdir().unwrap();
     let (live, crashed) = (scratch.path().join("live"), scratch.path().join("crashed"));
     let (store, _) = open(&live, Arc::new(NoState));
-    append_messages(&store, "t", 0, 0..5).await;
     let active = store.inner.log.active();
     let segment_bytes = config(&live).segment_bytes;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Sync sends one at a time until the filler, seeing a Sync load, has filled the segment.
+    let mut sent = 0;
     while active.zeroed() < segment_bytes {
-        assert!(std::time::Instant::now() < deadline, "zero-filled up to {}", active.zeroed());
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(std::time::Instant::now() < deadline, "zero-filled up to {} after {sent} sends", active.zeroed());
+        append_messages(&store, "t", 0, sent..sent + 1).await;
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let data_end = store.inner.log.end();
     copy_dir(&live, &crashed);
@@ -176,15 +180,15 @@ async fn a_zero_filled_tail_is_the_end_of_the_data_after_a_crash() {
 
     let (store, report) = open(&crashed, Arc::new(NoState));
     assert_eq!((report.torn_tail.clone(), report.corrupt_ranges.clone()), (None, vec![]), "{report:?}");
-    assert_eq!((report.records_replayed, report.log_end), (5, data_end));
+    assert_eq!((report.records_replayed, report.log_end), (sent, data_end));
     assert_eq!(store.inner.log.durable(), data_end, "the zeros are not durable data");
-    assert_eq!(append_messages(&store, "t", 0, 5..8).await[0].queue_offset, 5);
-    assert_eq!(read_all(&store, "t", 0), (0..8).map(|n| message("t", 0, n)).collect::<Vec<_>>());
+    assert_eq!(append_messages(&store, "t", 0, sent..sent + 3).await[0].queue_offset, sent);
+    assert_eq!(read_all(&store, "t", 0), (0..sent + 3).map(|n| message("t", 0, n)).collect::<Vec<_>>());
     let data_end = store.inner.log.end();
     store.shutdown().await.unwrap();
     assert_eq!(file_len(&crashed), data_end - active.base(), "a clean shutdown cuts the zeros off");
     let (store, _) = open(&crashed, Arc::new(NoState));
-    assert_eq!(read_all(&store, "t", 0).len(), 8);
+    assert_eq!(read_all(&store, "t", 0).len() as u64, sent + 3);
 }
 
 /// The upkeep thread lets the page cache go of synced log more than the window behind the

@@ -35,10 +35,6 @@ use crate::storage::segment::Segment;
 /// most (BENCHMARKS.md).
 const CHUNK: usize = 64 << 10;
 
-/// How long the filler goes on after the last Sync append: a Sync topic at a few messages a
-/// second keeps it going, a lone Sync record (a consumer group's start) lets it rest again soon.
-const SYNC_LOAD_LINGER: Duration = Duration::from_secs(10);
-
 /// What the filler remembers between the upkeep thread's looks (`upkeep.rs`).
 pub(crate) struct ZeroFill {
     /// Bytes kept zero-filled past the data.
@@ -48,29 +44,29 @@ pub(crate) struct ZeroFill {
     failed_base: Option<u64>,
     /// The log's count of Sync groups at the last look ([`CommitLog::sync_groups`]).
     sync_groups_before: u64,
-    /// When the last look found new Sync groups.
-    sync_load_seen: Option<Instant>,
+    sync_load: SyncLoad,
 }
 
 impl ZeroFill {
     /// Keeps the active segment zero-filled `ahead` bytes (more than 0) past its data.
     pub(crate) fn new(ahead: u64) -> Self {
-        Self { ahead, zeros: vec![0u8; CHUNK], failed_base: None, sync_groups_before: 0, sync_load_seen: None }
+        Self {
+            ahead,
+            zeros: vec![0u8; CHUNK],
+            failed_base: None,
+            sync_groups_before: 0,
+            sync_load: SyncLoad::default(),
+        }
     }
 
     /// One look, at `now`, at the active `segment` (of `capacity` bytes) of a log that has
-    /// written `sync_groups` Sync groups so far: while Sync appends are being made (or were, less
-    /// than [`SYNC_LOAD_LINGER`] ago), tops the zeros up once less than half the distance is
-    /// left (or to the segment's end).
+    /// written `sync_groups` Sync groups so far: under a Sync load (see [`SyncLoad`]), tops the
+    /// zeros up once less than half the distance is left (or to the segment's end).
     pub(crate) fn tend(&mut self, segment: &Segment, capacity: u64, sync_groups: u64, now: Instant) {
         // Sync groups since the last look (one poll ago at most): their fdatasyncs are running.
         let data_syncing = sync_groups != self.sync_groups_before;
         self.sync_groups_before = sync_groups;
-        if data_syncing {
-            self.sync_load_seen = Some(now);
-        }
-        let sync_load = self.sync_load_seen.is_some_and(|seen| now.duration_since(seen) < SYNC_LOAD_LINGER);
-        if !sync_load || self.failed_base == Some(segment.base()) {
+        if !self.sync_load.look(data_syncing, now) || self.failed_base == Some(segment.base()) {
             return;
         }
         let target = (segment.len() + self.ahead).min(capacity);
@@ -82,6 +78,37 @@ impl ZeroFill {
                 "zero-filling the commit log ahead of the writer failed; appends to this segment go on without it");
             self.failed_base = Some(segment.base());
         }
+    }
+}
+
+/// Whether Sync appends are being made, judged from the looks that found new Sync groups. A run
+/// of such looks, each less than [`SyncLoad::GAP`] after the one before, is a Sync load once it
+/// has lasted [`SyncLoad::MIN_SPAN`], and stays one until a gap ends it. A lone burst, such as a
+/// consumer group durably starting on every partition at once, is not: it would have the filler
+/// double the disk writes of an Async load for nothing.
+#[derive(Default)]
+struct SyncLoad {
+    /// The first and the last look of the current run.
+    run: Option<(Instant, Instant)>,
+}
+
+impl SyncLoad {
+    /// A Sync topic sending at least one message every two seconds keeps the load going.
+    const GAP: Duration = Duration::from_secs(2);
+    /// Sixty-four partitions start in about 50 ms (an fdatasync each).
+    const MIN_SPAN: Duration = Duration::from_millis(200);
+
+    /// One look at `now`, which found new Sync groups or not; returns whether a load is on.
+    fn look(&mut self, new_groups: bool, now: Instant) -> bool {
+        if new_groups {
+            self.run = match self.run {
+                Some((first, last)) if now.duration_since(last) < Self::GAP => Some((first, now)),
+                _ => Some((now, now)),
+            };
+        }
+        self.run.is_some_and(|(first, last)| {
+            last.duration_since(first) >= Self::MIN_SPAN && now.duration_since(last) < Self::GAP
+        })
     }
 }
 
@@ -131,8 +158,9 @@ mod tests {
         assert_eq!(segment.zeroed(), (8 << 20) + 100);
     }
 
-    /// The filler works while Sync groups come and a while after, from the next look on; an
-    /// Async-only log reaches the disk once.
+    /// The filler works under a Sync load, from the look that finds it lasting, until Sync
+    /// groups stop coming; an Async-only log, and one with a lone burst of Sync groups, reaches
+    /// the disk once.
     #[test]
     fn zeros_are_written_only_under_sync_load() {
         let dir = tempfile::tempdir().unwrap();
@@ -152,21 +180,30 @@ mod tests {
         let end = append(100);
         filler.tend(&segment, capacity, 0, at(0));
         assert_eq!(segment.zeroed(), end, "Async appends only: no zeros");
-        filler.tend(&segment, capacity, 3, at(10));
-        assert_eq!(segment.zeroed(), end + ahead, "Sync groups came: zeros ahead");
+        filler.tend(&segment, capacity, 64, at(10));
+        filler.tend(&segment, capacity, 64, at(1000));
+        assert_eq!(segment.zeroed(), end, "a lone burst of Sync groups: no zeros");
+
+        for (ms, groups) in [(3000, 65), (3100, 66)] {
+            filler.tend(&segment, capacity, groups, at(ms));
+        }
+        assert_eq!(segment.zeroed(), end, "Sync groups for 100 ms: not yet a load");
+        filler.tend(&segment, capacity, 67, at(3200));
+        assert_eq!(segment.zeroed(), end + ahead, "Sync groups for 200 ms: zeros ahead");
 
         let end = append(step);
-        let lingering = at(10) + SYNC_LOAD_LINGER - Duration::from_millis(1);
-        filler.tend(&segment, capacity, 3, lingering);
-        assert_eq!(segment.zeroed(), end + ahead, "topped up for a while after the last Sync group");
+        filler.tend(&segment, capacity, 67, at(5199));
+        assert_eq!(segment.zeroed(), end + ahead, "topped up until the gap after the last Sync group");
 
         let zeroed = segment.zeroed();
         append(step);
-        filler.tend(&segment, capacity, 3, at(10) + SYNC_LOAD_LINGER);
+        filler.tend(&segment, capacity, 67, at(5200));
         assert_eq!(segment.zeroed(), zeroed, "the Sync load is over: the filler rests");
 
         let end = append(step);
-        filler.tend(&segment, capacity, 4, at(20) + SYNC_LOAD_LINGER);
+        for (ms, groups) in [(9000, 68), (9100, 69), (9200, 70)] {
+            filler.tend(&segment, capacity, groups, at(ms));
+        }
         assert_eq!(segment.zeroed(), end + ahead, "a new Sync load: zeros again");
     }
 }
