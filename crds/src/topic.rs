@@ -423,7 +423,8 @@ pub struct StorageSpec {
     /// How much of the synced commit log, behind its newest data, each broker keeps in the page
     /// cache, as a quantity (e.g. 1Gi). Older log is let go of, so the cache charged to the pod
     /// stays bounded, and consumers further behind than this read from the volume. 0 keeps all
-    /// of it until the kernel needs the memory. Unset: the broker's default, 1Gi.
+    /// of it until the kernel needs the memory. Unset: half the broker container's memory limit
+    /// (1Gi with the default limit of 2Gi), or the broker's default, 1Gi, without a limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity::optional_size_schema")]
     pub log_cache_window: Option<Quantity>,

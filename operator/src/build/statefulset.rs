@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use weir_crds::{PodOverrides, PullPolicy, PvcRetentionPolicy, StorageSpec, Topic, naming};
+use weir_crds::{BrokersSpec, PodOverrides, PullPolicy, PvcRetentionPolicy, Topic, naming};
 
 use super::{TopicRef, labels};
 use crate::config::OperatorConfig;
@@ -66,7 +66,8 @@ pub fn broker_image(topic: &Topic, config: &OperatorConfig) -> String {
 }
 
 /// The broker's command-line arguments (after `weir-sidecar`).
-pub fn broker_args(topic_name: &str, storage: &StorageSpec, config: &OperatorConfig) -> Vec<String> {
+pub fn broker_args(topic_name: &str, brokers: &BrokersSpec, config: &OperatorConfig) -> Vec<String> {
+    let storage = &brokers.storage;
     let listen = format!("0.0.0.0:{}", naming::GRPC_PORT);
     let metrics = format!("0.0.0.0:{}", naming::METRICS_PORT);
     let mut args: Vec<String> = [
@@ -106,10 +107,29 @@ pub fn broker_args(topic_name: &str, storage: &StorageSpec, config: &OperatorCon
     if let Some(ahead) = &storage.zero_fill_ahead {
         args.extend(["--zero-fill-ahead".to_owned(), ahead.0.clone()]);
     }
-    if let Some(window) = &storage.log_cache_window {
-        args.extend(["--log-cache-window".to_owned(), window.0.clone()]);
+    let window = match &storage.log_cache_window {
+        Some(window) => Some(window.0.clone()),
+        None => cache_window_for(&broker_resources(brokers)),
+    };
+    if let Some(window) = window {
+        args.extend(["--log-cache-window".to_owned(), window]);
     }
     args
+}
+
+/// The log cache window for a broker container with `resources`: half its memory limit. The page
+/// cache a broker fills is charged to its pod, so a window near the limit would have appends
+/// reclaim cache in the middle of a write, and a larger one would never be reached. `None` (the
+/// broker's own default) when there is no memory limit or the operator cannot read it.
+fn cache_window_for(resources: &ResourceRequirements) -> Option<String> {
+    let limit = resources.limits.as_ref()?.get("memory")?;
+    let bytes = weir_crds::quantity::parse_size_quantity("resources.limits.memory", limit).ok()?;
+    Some(format!("{}Mi", ((bytes / 2) >> 20).max(1)))
+}
+
+/// The broker container's requests and limits: the spec's, else the defaults.
+fn broker_resources(brokers: &BrokersSpec) -> ResourceRequirements {
+    brokers.resources.clone().unwrap_or_else(default_resources)
 }
 
 /// Requests and limits when the spec sets none: enough for a few thousand messages per second
@@ -164,7 +184,7 @@ fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) ->
         image: Some(broker_image(topic, config)),
         image_pull_policy: topic.spec.brokers.image.as_ref().and_then(|i| i.pull_policy).map(pull_policy),
         command: Some(vec!["weir-sidecar".to_owned()]),
-        args: Some(broker_args(topic_name, &topic.spec.brokers.storage, config)),
+        args: Some(broker_args(topic_name, &topic.spec.brokers, config)),
         env: Some(vec![
             env_from_field("POD_NAME", "metadata.name"),
             env_from_field("POD_NAMESPACE", "metadata.namespace"),
@@ -175,7 +195,7 @@ fn broker_container(topic: &Topic, topic_name: &str, config: &OperatorConfig) ->
         readiness_probe: Some(metrics_probe("/readyz", tls, 5, 3)),
         liveness_probe: Some(metrics_probe("/healthz", tls, 10, 6)),
         startup_probe: Some(metrics_probe("/healthz", tls, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD)),
-        resources: Some(topic.spec.brokers.resources.clone().unwrap_or_else(default_resources)),
+        resources: Some(broker_resources(&topic.spec.brokers)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -478,26 +498,49 @@ brokers:
     #[test]
     fn args_name_the_topic_object_and_cluster_domain() {
         let cfg = OperatorConfig { cluster_domain: "corp.internal".to_owned(), ..config() };
-        let args = broker_args("orders", &StorageSpec::default(), &cfg);
+        let args = broker_args("orders", &topic_yaml("orders", "{}").spec.brokers, &cfg);
         assert_eq!(args[..3], ["kubernetes", "--topic", "orders"]);
         let domain = args.iter().position(|a| a == "--cluster-domain").unwrap();
         assert_eq!(args[domain + 1], "corp.internal");
-        assert!(
-            !args.iter().any(|a| a == "--zero-fill-ahead" || a == "--log-cache-window"),
-            "unset: the broker's defaults"
-        );
+        assert!(!args.iter().any(|a| a == "--zero-fill-ahead"), "unset: the broker's default");
         let t = topic_yaml("t", "brokers: {image: {tag: edge}}");
         assert_eq!(broker_image(&t, &cfg), "ghcr.io/weir-mq/weir-sidecar:edge");
     }
 
-    /// A Topic's volume settings reach its brokers' command line (0 turns zero-filling off).
+    /// The value `flag` is given in `args`.
+    fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        Some(args[args.iter().position(|a| a == flag)? + 1].as_str())
+    }
+
+    /// A Topic's volume settings reach its brokers' command line (0 turns zero-filling off), and
+    /// an explicit cache window wins over the one derived from the memory limit.
     #[test]
     fn volume_settings_are_passed_to_the_brokers() {
-        let t = topic_yaml("t", "brokers: {storage: {size: 20Gi, zeroFillAhead: 0, logCacheWindow: 512Mi}}");
-        let args = broker_args("t", &t.spec.brokers.storage, &config());
-        let value = |flag: &str| &args[args.iter().position(|a| a == flag).expect("the flag is passed") + 1];
-        assert_eq!(value("--zero-fill-ahead"), "0");
-        assert_eq!(value("--log-cache-window"), "512Mi");
+        let t = topic_yaml(
+            "t",
+            "brokers: {storage: {size: 20Gi, zeroFillAhead: 0, logCacheWindow: 512Mi}, \
+             resources: {limits: {memory: 8Gi}}}",
+        );
+        let args = broker_args("t", &t.spec.brokers, &config());
+        assert_eq!(flag_value(&args, "--zero-fill-ahead"), Some("0"));
+        assert_eq!(flag_value(&args, "--log-cache-window"), Some("512Mi"));
+    }
+
+    /// Without a window in the spec, a broker keeps half its memory limit of log in the page
+    /// cache (the default limit of 2Gi gives the broker's own default, 1Gi); without a limit, or
+    /// one the operator cannot read, the broker's default applies.
+    #[test]
+    fn the_cache_window_follows_the_memory_limit() {
+        let window = |brokers: &str| {
+            let t = topic_yaml("t", &format!("brokers: {brokers}"));
+            flag_value(&broker_args("t", &t.spec.brokers, &config()), "--log-cache-window").map(str::to_owned)
+        };
+        assert_eq!(window("{}").as_deref(), Some("1024Mi"));
+        assert_eq!(window("{resources: {limits: {memory: 512Mi}}}").as_deref(), Some("256Mi"));
+        assert_eq!(window("{resources: {limits: {memory: 16G}}}").as_deref(), Some("7629Mi"));
+        assert_eq!(window("{resources: {limits: {memory: 1Mi}}}").as_deref(), Some("1Mi"), "never 0 (keep all)");
+        assert_eq!(window("{resources: {requests: {memory: 1Gi}}}"), None);
+        assert_eq!(window("{resources: {limits: {memory: 500m}}}"), None);
     }
 
     #[test]
