@@ -381,3 +381,55 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The flag tables of docs/broker.md: `--flag` to its row's (environment, default) cells.
+    fn documented_flags() -> BTreeMap<String, (String, String)> {
+        let doc = include_str!("../../../docs/broker.md");
+        let mut flags = BTreeMap::new();
+        for row in doc.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let long = cells[0].split('`').find(|s| s.starts_with("--")).expect("a row names a --flag");
+            let previous = flags.insert(long.to_owned(), (cells[1].to_owned(), cells[2].to_owned()));
+            assert!(previous.is_none(), "{long} is documented twice");
+        }
+        flags
+    }
+
+    /// docs/broker.md lists every flag of both modes with its environment variable and default,
+    /// and no flag the broker does not have.
+    #[test]
+    fn every_flag_is_documented_with_its_environment_and_default() {
+        let documented = documented_flags();
+        let cli = Cli::command();
+        let mut flags = BTreeMap::new();
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in command.get_arguments() {
+                if let Some(long) = arg.get_long().filter(|l| !["help", "version"].contains(l)) {
+                    flags.insert(format!("--{long}"), arg.clone());
+                }
+            }
+        }
+        assert_eq!(
+            documented.keys().collect::<Vec<_>>(),
+            flags.keys().collect::<Vec<_>>(),
+            "docs/broker.md's flags against the broker's"
+        );
+        for (flag, arg) in &flags {
+            let (env, default) = &documented[flag];
+            let want_env = arg.get_env().map_or("none".to_owned(), |e| format!("`{}`", e.to_string_lossy()));
+            assert_eq!(env, &want_env, "{flag}: environment variable");
+            for value in arg.get_default_values() {
+                let value = format!("`{}`", value.to_string_lossy());
+                assert!(default.contains(&value), "{flag}: default {value} not in {default:?}");
+            }
+        }
+    }
+}
