@@ -377,6 +377,9 @@ fn render(
         args.repetitions
     )?;
     writeln!(out, "Machine: {machine}. Client and server share the machine.")?;
+    if let Some(threads) = args.env.server_threads {
+        writeln!(out, "Servers confined to {threads} scheduler thread(s): weir-sidecar --worker-threads, GOMAXPROCS.")?;
+    }
     let [async_disk, sync_disk] = disk_limits.clone().map(spread);
     let disk =
         |d: Option<(f64, f64, f64)>| d.map_or("n/a".into(), |(m, lo, hi)| format!("{m:.0} MiB/s ({lo:.0}–{hi:.0})"));

@@ -27,6 +27,11 @@ pub struct Environment {
     /// the disk under test; a tmpfs measures memory, not the disk.
     #[arg(long)]
     pub scratch: Option<PathBuf>,
+    /// Scheduler threads of the server under test: weir-sidecar's `--worker-threads`,
+    /// nats-server's `GOMAXPROCS`. Unset: each system's default, one per CPU. On a machine the
+    /// load generator shares, fewer can be faster for both (BENCHMARKS.md).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub server_threads: Option<u16>,
 }
 
 impl Environment {
@@ -38,6 +43,9 @@ impl Environment {
         }
         if let Some(path) = &self.scratch {
             args.extend(["--scratch".into(), path.clone().into_os_string()]);
+        }
+        if let Some(threads) = self.server_threads {
+            args.extend(["--server-threads".into(), threads.to_string().into()]);
         }
         args
     }
@@ -93,6 +101,54 @@ fn weir_sidecar(env: &Environment) -> Result<PathBuf> {
     Ok(exe.parent().context("weir-bench has no directory")?.join("weir-sidecar"))
 }
 
+/// The command line (and environment) that starts `system` in `dir`, listening on `address`.
+fn server_command(
+    system: System,
+    settings: &Settings,
+    env: &Environment,
+    nats_server: &Path,
+    dir: &Path,
+    address: &str,
+    metrics_port: u16,
+) -> Result<Command> {
+    Ok(match system {
+        System::Weir => {
+            let mut c = Command::new(weir_sidecar(env)?);
+            let manifest = dir.join("bench.yaml");
+            std::fs::write(&manifest, weir_manifest(settings))?;
+            c.arg("standalone")
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .args(["--listen", address, "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+                .arg("--file")
+                .arg(&manifest);
+            if let Some(threads) = env.server_threads {
+                c.args(["--worker-threads", &threads.to_string()]);
+            }
+            c
+        }
+        System::Jetstream => {
+            let config = dir.join("nats.conf");
+            let sync = match settings.durability {
+                Durability::Async => "",
+                // nats-server 2.10+; 2.9 refuses the field, which stops the run with its message.
+                Durability::Sync => "\n  sync_interval: always",
+            };
+            let store = dir.join("js");
+            std::fs::write(
+                &config,
+                format!("listen: {address}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n", store.display()),
+            )?;
+            let mut c = Command::new(nats_server);
+            c.arg("-c").arg(&config);
+            if let Some(threads) = env.server_threads {
+                c.env("GOMAXPROCS", threads.to_string());
+            }
+            c
+        }
+    })
+}
+
 impl Server {
     /// Starts `system` for `settings` (partitions and durability are server settings for Weir);
     /// JetStream is the `nats_server` binary.
@@ -102,36 +158,7 @@ impl Server {
         let dir = tempfile::Builder::new().prefix("weir-bench-").tempdir_in(&scratch)?;
         let [port, metrics_port] = free_ports()?;
         let address = format!("127.0.0.1:{port}");
-        let mut command = match system {
-            System::Weir => {
-                let mut c = Command::new(weir_sidecar(env)?);
-                let manifest = dir.path().join("bench.yaml");
-                std::fs::write(&manifest, weir_manifest(settings))?;
-                c.arg("standalone")
-                    .arg("--data-dir")
-                    .arg(dir.path().join("data"))
-                    .args(["--listen", &address, "--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
-                    .arg("--file")
-                    .arg(&manifest);
-                c
-            }
-            System::Jetstream => {
-                let config = dir.path().join("nats.conf");
-                let sync = match settings.durability {
-                    Durability::Async => "",
-                    // nats-server 2.10+; 2.9 refuses the field, which stops the run with its message.
-                    Durability::Sync => "\n  sync_interval: always",
-                };
-                let store = dir.path().join("js");
-                std::fs::write(
-                    &config,
-                    format!("listen: {address}\njetstream {{\n  store_dir: {:?}{sync}\n}}\n", store.display()),
-                )?;
-                let mut c = Command::new(nats_server);
-                c.arg("-c").arg(&config);
-                c
-            }
-        };
+        let mut command = server_command(system, settings, env, nats_server, dir.path(), &address, metrics_port)?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = command
             .stdin(Stdio::null())
@@ -247,6 +274,42 @@ fn usage_of(proc_dir: &Path) -> Result<Usage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--server-threads` confines each server the same way: Weir's request threads, Go's
+    /// processors; unset, both keep their defaults.
+    #[test]
+    fn server_threads_reach_both_servers() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            settings: Settings,
+            #[command(flatten)]
+            env: Environment,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let command = |system, extra: &[&str]| {
+            let args =
+                <Args as clap::Parser>::parse_from(["run", "--weir-sidecar", "weir-sidecar"].iter().chain(extra));
+            let c = server_command(
+                system,
+                &args.settings,
+                &args.env,
+                Path::new("nats-server"),
+                dir.path(),
+                "127.0.0.1:1",
+                2,
+            )
+            .unwrap();
+            let argv: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+            let gomaxprocs = c.get_envs().find(|(k, _)| *k == "GOMAXPROCS").and_then(|(_, v)| v).map(|v| v.to_owned());
+            (argv.join(" "), gomaxprocs)
+        };
+        let (weir, _) = command(System::Weir, &["--server-threads", "1"]);
+        assert!(weir.ends_with("--worker-threads 1"), "{weir}");
+        assert_eq!(command(System::Jetstream, &["--server-threads", "1"]).1, Some("1".into()));
+        assert!(!command(System::Weir, &[]).0.contains("--worker-threads"));
+        assert_eq!(command(System::Jetstream, &[]).1, None);
+    }
 
     #[test]
     fn reads_this_process() {
