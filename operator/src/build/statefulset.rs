@@ -107,14 +107,40 @@ pub fn broker_args(topic_name: &str, brokers: &BrokersSpec, config: &OperatorCon
     if let Some(ahead) = &storage.zero_fill_ahead {
         args.extend(["--zero-fill-ahead".to_owned(), ahead.0.clone()]);
     }
+    let resources = broker_resources(brokers);
     let window = match &storage.log_cache_window {
         Some(window) => Some(window.0.clone()),
-        None => cache_window_for(&broker_resources(brokers)),
+        None => cache_window_for(&resources),
     };
     if let Some(window) = window {
         args.extend(["--log-cache-window".to_owned(), window]);
     }
+    if let Some(threads) = worker_threads_for(&resources) {
+        args.extend(["--worker-threads".to_owned(), threads.to_string()]);
+    }
     args
+}
+
+/// Request threads for a broker container with `resources`: its CPU limit, else its CPU request,
+/// rounded up to whole CPUs. Without a CPU limit the broker would count every CPU of the node and
+/// run as many request threads, which then contend for its locks on cores that other pods are
+/// using: on the 2-core build machine, beside a busy client, one thread served 15–40% more than
+/// two (BENCHMARKS.md). `None` (the broker's own default) when neither is set or readable.
+fn worker_threads_for(resources: &ResourceRequirements) -> Option<u32> {
+    let cpus = |list: &Option<BTreeMap<String, Quantity>>| list.as_ref()?.get("cpu").and_then(whole_cpus);
+    cpus(&resources.limits).or_else(|| cpus(&resources.requests))
+}
+
+/// A Kubernetes CPU quantity in whole CPUs, rounded up (`250m` → 1, `1.5` → 2, `4` → 4).
+fn whole_cpus(quantity: &Quantity) -> Option<u32> {
+    let millis = match quantity.0.strip_suffix('m') {
+        Some(millis) => millis.parse::<u64>().ok()?,
+        None => {
+            let cpus: f64 = quantity.0.parse().ok().filter(|c: &f64| c.is_finite() && *c >= 0.0)?;
+            (cpus * 1000.0).ceil() as u64
+        }
+    };
+    u32::try_from(millis.div_ceil(1000).max(1)).ok()
 }
 
 /// The log cache window for a broker container with `resources`: half its memory limit. The page
@@ -512,6 +538,12 @@ brokers:
         Some(args[args.iter().position(|a| a == flag)? + 1].as_str())
     }
 
+    /// The value of `flag` on the command line of brokers with the spec `brokers` (YAML).
+    fn flag_for_brokers(brokers: &str, flag: &str) -> Option<String> {
+        let t = topic_yaml("t", &format!("brokers: {brokers}"));
+        flag_value(&broker_args("t", &t.spec.brokers, &config()), flag).map(str::to_owned)
+    }
+
     /// A Topic's volume settings reach its brokers' command line (0 turns zero-filling off), and
     /// an explicit cache window wins over the one derived from the memory limit.
     #[test]
@@ -531,16 +563,27 @@ brokers:
     /// one the operator cannot read, the broker's default applies.
     #[test]
     fn the_cache_window_follows_the_memory_limit() {
-        let window = |brokers: &str| {
-            let t = topic_yaml("t", &format!("brokers: {brokers}"));
-            flag_value(&broker_args("t", &t.spec.brokers, &config()), "--log-cache-window").map(str::to_owned)
-        };
+        let window = |brokers: &str| flag_for_brokers(brokers, "--log-cache-window");
         assert_eq!(window("{}").as_deref(), Some("1024Mi"));
         assert_eq!(window("{resources: {limits: {memory: 512Mi}}}").as_deref(), Some("256Mi"));
         assert_eq!(window("{resources: {limits: {memory: 16G}}}").as_deref(), Some("7629Mi"));
         assert_eq!(window("{resources: {limits: {memory: 1Mi}}}").as_deref(), Some("1Mi"), "never 0 (keep all)");
         assert_eq!(window("{resources: {requests: {memory: 1Gi}}}"), None);
         assert_eq!(window("{resources: {limits: {memory: 500m}}}"), None);
+    }
+
+    /// A broker runs as many request threads as its CPU limit, else its CPU request, rounded up
+    /// (the default request of 250m gives one), not one per CPU of the node.
+    #[test]
+    fn request_threads_follow_the_cpu_resources() {
+        let threads = |brokers: &str| flag_for_brokers(brokers, "--worker-threads");
+        assert_eq!(threads("{}").as_deref(), Some("1"));
+        assert_eq!(threads("{resources: {requests: {cpu: 500m}, limits: {cpu: '3'}}}").as_deref(), Some("3"));
+        assert_eq!(threads("{resources: {requests: {cpu: '1.5'}}}").as_deref(), Some("2"));
+        assert_eq!(threads("{resources: {requests: {cpu: 2000m}}}").as_deref(), Some("2"));
+        assert_eq!(threads("{resources: {requests: {cpu: 0m}}}").as_deref(), Some("1"));
+        assert_eq!(threads("{resources: {limits: {memory: 1Gi}}}"), None);
+        assert_eq!(threads("{resources: {requests: {cpu: 1k}}}"), None, "not read: the broker's default");
     }
 
     #[test]
