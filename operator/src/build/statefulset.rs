@@ -548,14 +548,10 @@ brokers:
     /// an explicit cache window wins over the one derived from the memory limit.
     #[test]
     fn volume_settings_are_passed_to_the_brokers() {
-        let t = topic_yaml(
-            "t",
-            "brokers: {storage: {size: 20Gi, zeroFillAhead: 0, logCacheWindow: 512Mi}, \
-             resources: {limits: {memory: 8Gi}}}",
-        );
-        let args = broker_args("t", &t.spec.brokers, &config());
-        assert_eq!(flag_value(&args, "--zero-fill-ahead"), Some("0"));
-        assert_eq!(flag_value(&args, "--log-cache-window"), Some("512Mi"));
+        let brokers =
+            "{storage: {size: 20Gi, zeroFillAhead: 0, logCacheWindow: 512Mi}, resources: {limits: {memory: 8Gi}}}";
+        assert_eq!(flag_for_brokers(brokers, "--zero-fill-ahead").as_deref(), Some("0"));
+        assert_eq!(flag_for_brokers(brokers, "--log-cache-window").as_deref(), Some("512Mi"));
     }
 
     /// Without a window in the spec, a broker keeps half its memory limit of log in the page

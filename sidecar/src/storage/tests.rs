@@ -204,7 +204,7 @@ async fn synced_log_behind_the_cache_window_leaves_the_page_cache() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while cached(segments[0].path()) > 0 {
         assert!(std::time::Instant::now() < deadline, "the oldest segment stays cached");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(cached(store.inner.log.active().path()) > 0, "the newest log stays cached");
     let released = store.inner.metrics.cache_released_bytes.get();

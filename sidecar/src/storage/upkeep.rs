@@ -59,8 +59,8 @@ impl Drop for LogUpkeep {
 }
 
 fn run(store: &Weak<StoreInner>, mut fill: Option<ZeroFill>, mut cache: Option<CacheWindow>, stop: &AtomicBool) {
-    // Not niced below the request threads: right after a roll, appends run past the zeros and
-    // wait for the fill lock, so a filler preempted while holding it would stall every append.
+    // Not niced below the request threads: every append takes the segment's fill lock, so a
+    // filler preempted while holding it would stall every append.
     while !stop.load(Ordering::Acquire) {
         let Some(inner) = store.upgrade() else { return };
         let (segment, capacity, durable) = (inner.log.active(), inner.log.segment_bytes(), inner.log.durable());

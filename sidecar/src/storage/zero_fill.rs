@@ -64,15 +64,15 @@ impl ZeroFill {
     /// zeros up once less than half the distance is left (or to the segment's end).
     pub(crate) fn tend(&mut self, segment: &Segment, capacity: u64, sync_groups: u64, now: Instant) {
         // Sync groups since the last look (one poll ago at most): their fdatasyncs are running.
-        let data_syncing = sync_groups != self.sync_groups_before;
+        let new_sync_groups = sync_groups != self.sync_groups_before;
         self.sync_groups_before = sync_groups;
-        if !self.sync_load.look(data_syncing, now) || self.failed_base == Some(segment.base()) {
+        if !self.sync_load.look(new_sync_groups, now) || self.failed_base == Some(segment.base()) {
             return;
         }
         let target = (segment.len() + self.ahead).min(capacity);
         let due = segment.zeroed() < target.saturating_sub(self.ahead / 2)
             || (target == capacity && segment.zeroed() < capacity);
-        let round = if data_syncing { SYNCED_ROUND } else { u64::MAX };
+        let round = if new_sync_groups { SYNCED_ROUND } else { u64::MAX };
         if due && let Err(e) = fill(segment, target, &self.zeros, round) {
             tracing::warn!(segment = %segment.path().display(), error = %e,
                 "zero-filling the commit log ahead of the writer failed; appends to this segment go on without it");
