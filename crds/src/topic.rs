@@ -420,10 +420,11 @@ pub struct StorageSpec {
     #[schemars(schema_with = "quantity::optional_size_schema")]
     pub zero_fill_ahead: Option<Quantity>,
 
-    /// How much of the synced commit log, behind its newest data, each broker keeps in the page
+    /// The most of the synced commit log, behind its newest data, each broker keeps in the page
     /// cache, as a quantity (e.g. 1Gi). Older log is let go of, so the cache charged to the pod
-    /// stays bounded, and consumers further behind than this read from the volume. 0 keeps all
-    /// of it until the kernel needs the memory. Unset: half the broker container's memory limit
+    /// stays bounded, and consumers further behind than this read from the volume; within it,
+    /// log that no consumer group still needs is let go of as well. 0 keeps all of it until the
+    /// kernel needs the memory. Unset: half the broker container's memory limit
     /// (1Gi with the default limit of 2Gi), or the broker's default, 1Gi, without a limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "quantity::optional_size_schema")]

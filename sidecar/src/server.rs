@@ -175,6 +175,8 @@ pub async fn start(
         metrics.clone(),
     ));
     metrics.register_broker(&broker);
+    // The page cache keeps synced log only while some consumer still needs it.
+    store.follow_readers(Arc::<Broker>::downgrade(&broker));
 
     let grpc_listener = TcpListener::bind(options.grpc_listen)
         .await

@@ -6,6 +6,7 @@ pub use admin::{PartitionBacklog, ResetTarget};
 mod dead_letter;
 mod dedup;
 mod drained;
+mod log_readers;
 mod receive;
 mod send;
 mod timer;

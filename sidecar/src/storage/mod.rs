@@ -33,7 +33,7 @@ mod tests;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::lock::{Mutex, RwLock};
@@ -219,6 +219,14 @@ pub trait StateMachine: Send + Sync + 'static {
     fn replayed_message(&self, _partition: &Partition, _queue_offset: u64, _body: &[u8]) {}
 }
 
+/// The log's readers (the broker's consumer groups), as far as the page cache is concerned: log
+/// they have all finished with need not stay cached (see `cache_window.rs`).
+pub trait LogReaders: Send + Sync {
+    /// The log position before which no reader needs a message any more (`u64::MAX`: no reader
+    /// needs anything). Asked by the log upkeep thread about ten times a second.
+    fn finished_before(&self) -> u64;
+}
+
 /// A state machine that keeps nothing (for tests and tools).
 #[derive(Debug, Default)]
 pub struct NoState;
@@ -398,6 +406,8 @@ pub(crate) struct StoreInner {
     checkpointed: AtomicU64,
     poison: OnceLock<String>,
     fatal_hook: Box<dyn Fn(&str) + Send + Sync>,
+    /// Who reads the log, once the broker is built ([`Store::follow_readers`]).
+    readers: OnceLock<Weak<dyn LogReaders>>,
 }
 
 impl StoreInner {
@@ -505,6 +515,7 @@ impl Store {
             checkpointed: AtomicU64::new(replay_from),
             poison: OnceLock::new(),
             fatal_hook,
+            readers: OnceLock::new(),
             config,
         });
         inner.load_partitions()?;
@@ -528,6 +539,12 @@ impl Store {
             upkeep: Arc::new(Mutex::new(upkeep)),
         };
         Ok((store, report))
+    }
+
+    /// Lets the page cache go of synced log once `readers` have all finished with it, ahead of the
+    /// cache window (see `cache_window.rs`). Set once, when the readers exist; held weakly.
+    pub fn follow_readers(&self, readers: Weak<dyn LogReaders>) {
+        let _ = self.inner.readers.set(readers);
     }
 
     /// The partition `id` of `topic`, created on first use.

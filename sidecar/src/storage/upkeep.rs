@@ -16,6 +16,11 @@ use crate::storage::zero_fill::ZeroFill;
 /// within the half of the zero-fill distance after which the filler tops up.
 const POLL: Duration = Duration::from_millis(10);
 
+/// The log's readers are asked where they have finished every this many looks (100 ms): the
+/// answer walks every consumer group's progress, too much to do at every look on a broker with
+/// thousands of partitions, and an answer up to 100 ms old only lets go of a little less.
+const READERS_EVERY: u32 = 10;
+
 /// The running upkeep thread; dropping it stops it.
 pub(crate) struct LogUpkeep {
     stop: Arc<AtomicBool>,
@@ -59,15 +64,22 @@ impl Drop for LogUpkeep {
 }
 
 fn run(store: &Weak<StoreInner>, mut fill: Option<ZeroFill>, mut cache: Option<CacheWindow>, stop: &AtomicBool) {
+    let (mut finished, mut look) = (None, 0u32);
     // Not niced below the request threads: every append takes the segment's fill lock, so a
     // filler preempted while holding it would stall every append.
     while !stop.load(Ordering::Acquire) {
         let Some(inner) = store.upgrade() else { return };
         let (segment, capacity, durable) = (inner.log.active(), inner.log.segment_bytes(), inner.log.durable());
         let sync_groups = inner.log.sync_groups();
-        if let Some(range) = cache.as_mut().and_then(|c| c.due(durable)) {
-            inner.log.release(range.start, range.end);
-            inner.metrics.cache_released_bytes.inc_by(range.end - range.start);
+        if let Some(cache) = &mut cache {
+            if look.is_multiple_of(READERS_EVERY) {
+                finished = inner.readers.get().and_then(Weak::upgrade).map(|readers| readers.finished_before());
+            }
+            look = look.wrapping_add(1);
+            if let Some(range) = cache.due(durable, finished) {
+                inner.log.release(range.start, range.end);
+                inner.metrics.cache_released_bytes.inc_by(range.end - range.start);
+            }
         }
         drop(inner);
         if let Some(fill) = &mut fill {
