@@ -8,8 +8,8 @@ impl LogReaders for Broker {
     /// Over every partition of this broker, the log position of the first message a consumer
     /// still needs:
     ///
-    /// - for a group that consumes the partition, its first message not yet done (acknowledged
-    ///   ones after it may go too, but a message done out of order is rare and small);
+    /// - for a group that consumes the partition, its first message not yet done (its watermark;
+    ///   messages acknowledged out of order after it stay cached until it is done too);
     /// - for a declared group that has not started on the partition yet (one of its subscribed
     ///   topics), where it starts. A broadcasting group never counts as started: its clients
     ///   keep positions under names of their own, and a new one may start at any time.

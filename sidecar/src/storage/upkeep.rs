@@ -1,7 +1,7 @@
 //! The commit log's upkeep thread: keeps the active segment zero-filled ahead of the data under
-//! Sync load (`zero_fill.rs`) and lets the page cache go of synced log far behind it
-//! (`cache_window.rs`). Neither is ever urgent, and both follow the log's ends, so one thread
-//! looks at them every [`POLL`].
+//! Sync load (`zero_fill.rs`) and lets the page cache go of synced log that no reader needs or
+//! that lies far behind (`cache_window.rs`). Neither is ever urgent, and both follow the log's
+//! ends, so one thread looks at them every [`POLL`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
