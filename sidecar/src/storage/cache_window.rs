@@ -17,12 +17,15 @@
 //! finished (the broker's consumer groups, [`LogReaders`](super::LogReaders)):
 //!
 //! ```text
-//!   log start          released        durable - window    finished           durable       end
-//!      [ let go of (read from disk if asked) | every reader is past it | some reader | not synced |
-//!                                                                         still needs
-//!   kept: from the earlier of (durable - window, finished) on, so a reader never loses what is
-//!   within the window; consumers keeping up let the cache go moments after it was written
+//!   log start                                  upto                          durable       end
+//!      [ let go of (read from disk if asked)    | kept cached                  | not synced |
+//!                                               ^ the later of the window's edge (durable -
+//!                                                 window) and the first message a reader still
+//!                                                 needs (finished); moves on in whole steps
 //! ```
+//!
+//! Consumers that keep up let the cache go moments after it was written; a consumer that falls
+//! behind keeps what it still needs cached, up to the window.
 //!
 //! The price: a consumer further behind than the window, or one that starts later or is moved
 //! back, reads from the disk (a receive asks for its span, and as much again ahead, to be read in
