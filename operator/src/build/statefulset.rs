@@ -526,8 +526,7 @@ brokers:
         let cfg = OperatorConfig { cluster_domain: "corp.internal".to_owned(), ..config() };
         let args = broker_args("orders", &topic_yaml("orders", "{}").spec.brokers, &cfg);
         assert_eq!(args[..3], ["kubernetes", "--topic", "orders"]);
-        let domain = args.iter().position(|a| a == "--cluster-domain").unwrap();
-        assert_eq!(args[domain + 1], "corp.internal");
+        assert_eq!(flag_value(&args, "--cluster-domain"), Some("corp.internal"));
         assert!(!args.iter().any(|a| a == "--zero-fill-ahead"), "unset: the broker's default");
         let t = topic_yaml("t", "brokers: {image: {tag: edge}}");
         assert_eq!(broker_image(&t, &cfg), "ghcr.io/weir-mq/weir-sidecar:edge");
@@ -542,6 +541,13 @@ brokers:
     fn flag_for_brokers(brokers: &str, flag: &str) -> Option<String> {
         let t = topic_yaml("t", &format!("brokers: {brokers}"));
         flag_value(&broker_args("t", &t.spec.brokers, &config()), flag).map(str::to_owned)
+    }
+
+    /// For each (brokers spec, expected value) case, `flag` on the brokers' command line.
+    fn assert_flag_for_brokers(flag: &str, cases: &[(&str, Option<&str>)]) {
+        for (brokers, want) in cases {
+            assert_eq!(flag_for_brokers(brokers, flag).as_deref(), *want, "{flag} for brokers {brokers}");
+        }
     }
 
     /// A Topic's volume settings reach its brokers' command line (0 turns zero-filling off), and
@@ -559,27 +565,37 @@ brokers:
     /// one the operator cannot read, the broker's default applies.
     #[test]
     fn the_cache_window_follows_the_memory_limit() {
-        let window = |brokers: &str| flag_for_brokers(brokers, "--log-cache-window");
-        assert_eq!(window("{}").as_deref(), Some("1024Mi"));
-        assert_eq!(window("{resources: {limits: {memory: 512Mi}}}").as_deref(), Some("256Mi"));
-        assert_eq!(window("{resources: {limits: {memory: 16G}}}").as_deref(), Some("7629Mi"));
-        assert_eq!(window("{resources: {limits: {memory: 1Mi}}}").as_deref(), Some("1Mi"), "never 0 (keep all)");
-        assert_eq!(window("{resources: {requests: {memory: 1Gi}}}"), None);
-        assert_eq!(window("{resources: {limits: {memory: 500m}}}"), None);
+        assert_flag_for_brokers(
+            "--log-cache-window",
+            &[
+                ("{}", Some("1024Mi")),
+                ("{resources: {limits: {memory: 512Mi}}}", Some("256Mi")),
+                ("{resources: {limits: {memory: 16G}}}", Some("7629Mi")),
+                // Never 0, which would keep all of the log.
+                ("{resources: {limits: {memory: 1Mi}}}", Some("1Mi")),
+                ("{resources: {requests: {memory: 1Gi}}}", None),
+                ("{resources: {limits: {memory: 500m}}}", None),
+            ],
+        );
     }
 
     /// A broker runs as many request threads as its CPU limit, else its CPU request, rounded up
     /// (the default request of 250m gives one), not one per CPU of the node.
     #[test]
     fn request_threads_follow_the_cpu_resources() {
-        let threads = |brokers: &str| flag_for_brokers(brokers, "--worker-threads");
-        assert_eq!(threads("{}").as_deref(), Some("1"));
-        assert_eq!(threads("{resources: {requests: {cpu: 500m}, limits: {cpu: '3'}}}").as_deref(), Some("3"));
-        assert_eq!(threads("{resources: {requests: {cpu: '1.5'}}}").as_deref(), Some("2"));
-        assert_eq!(threads("{resources: {requests: {cpu: 2000m}}}").as_deref(), Some("2"));
-        assert_eq!(threads("{resources: {requests: {cpu: 0m}}}").as_deref(), Some("1"));
-        assert_eq!(threads("{resources: {limits: {memory: 1Gi}}}"), None);
-        assert_eq!(threads("{resources: {requests: {cpu: 1k}}}"), None, "not read: the broker's default");
+        assert_flag_for_brokers(
+            "--worker-threads",
+            &[
+                ("{}", Some("1")),
+                ("{resources: {requests: {cpu: 500m}, limits: {cpu: '3'}}}", Some("3")),
+                ("{resources: {requests: {cpu: '1.5'}}}", Some("2")),
+                ("{resources: {requests: {cpu: 2000m}}}", Some("2")),
+                ("{resources: {requests: {cpu: 0m}}}", Some("1")),
+                ("{resources: {limits: {memory: 1Gi}}}", None),
+                // Not read: the broker's default.
+                ("{resources: {requests: {cpu: 1k}}}", None),
+            ],
+        );
     }
 
     #[test]
