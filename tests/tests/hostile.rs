@@ -3,7 +3,8 @@
 //! connection, and floods of receives nobody acknowledges.
 //! Each is answered (a gRPC or RocketMQ error, never a hang), memory stays bounded, and the broker
 //! keeps serving a well-formed send afterwards. And a herd of concurrent first sends to a topic
-//! that does not exist yet: every one is stored, the topic is created once.
+//! that does not exist yet: every one is stored, the topic is created once. Last, the HTTP/2
+//! limits the broker announces to every client.
 
 use std::time::Duration;
 
@@ -212,4 +213,37 @@ async fn thousands_of_concurrent_sends_on_one_connection_all_succeed() {
     let scrape = broker.scrape().unwrap();
     assert_eq!(weir_tests::metric_sum(&scrape, "rocketmq_messages_in_total", &[("topic", "flood")]), SENDS as f64);
     still_serving(&mut broker).await;
+}
+
+/// The HTTP/2 limits the broker announces in its connection preface, which clients shape their
+/// traffic by: a send of 16 messages of 1 KiB fits in one DATA frame (at HTTP/2's default of
+/// 16 KiB the client split it and flushed between the halves), and a client keeps at most 1,024
+/// calls in flight on a connection (the test above).
+#[tokio::test]
+async fn the_broker_announces_its_frame_size_and_stream_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SETTINGS: u8 = 0x4;
+    const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    const MAX_FRAME_SIZE: u16 = 0x5;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Sidecar::start(dir.path(), &[]).unwrap();
+    let mut socket = tokio::net::TcpStream::connect(broker.grpc).await.unwrap();
+    socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // An empty SETTINGS frame: length 0, type, no flags, stream 0.
+    socket.write_all(&[0, 0, 0, SETTINGS, 0, 0, 0, 0, 0]).await.unwrap();
+    let preface = async {
+        let mut head = [0u8; 9];
+        socket.read_exact(&mut head).await.unwrap();
+        let mut payload = vec![0; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
+        socket.read_exact(&mut payload).await.unwrap();
+        (head[3], payload)
+    };
+    let (kind, payload) = tokio::time::timeout(Duration::from_secs(10), preface).await.expect("the server's preface");
+    assert_eq!(kind, SETTINGS, "a server's first frame is its SETTINGS");
+    let settings: std::collections::HashMap<u16, u32> = payload
+        .chunks_exact(6)
+        .map(|s| (u16::from_be_bytes([s[0], s[1]]), u32::from_be_bytes([s[2], s[3], s[4], s[5]])))
+        .collect();
+    assert_eq!(settings.get(&MAX_FRAME_SIZE), Some(&(256 << 10)), "{settings:?}");
+    assert_eq!(settings.get(&MAX_CONCURRENT_STREAMS), Some(&1024), "{settings:?}");
 }
