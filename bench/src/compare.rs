@@ -38,6 +38,12 @@ pub struct CompareArgs {
     /// A nats-server binary to compare with (repeatable: one column per JetStream version).
     #[arg(long = "nats-server", default_value = "nats-server")]
     pub nats_servers: Vec<PathBuf>,
+    /// Seconds without load before each run of a fixed-rate latency case. A run that frees a
+    /// few GiB of page cache leaves the machine stalling for a few seconds after it (on a VM
+    /// that hands free memory back to its host, BENCHMARKS.md "Memory of this VM"); without
+    /// the pause, a latency run measured those stalls of whichever system ran before it.
+    #[arg(long, default_value_t = 10)]
+    pub settle_seconds: u64,
     #[command(flatten)]
     pub env: Environment,
 }
@@ -77,6 +83,7 @@ enum Figure {
 }
 
 /// One row of the table.
+#[derive(Debug)]
 struct Case {
     name: String,
     about: String,
@@ -93,6 +100,14 @@ fn case(name: &str, about: &str, args: &str, figure: Figure) -> Case {
     let sync = args.windows(2).any(|w| w[0] == "--durability" && w[1] == "sync");
     let disk = (figure == Figure::Publish).then_some(sync);
     Case { name: name.into(), about: about.into(), args, count_fraction: 1.0, figure, disk }
+}
+
+impl Case {
+    /// Whether its runs start after `--settle-seconds` without load: a tail latency is what
+    /// the previous run's after-effects spoil; throughput over a run is hardly moved by them.
+    fn settles(&self) -> bool {
+        self.figure == Figure::EndToEndP99
+    }
 }
 
 /// The suite: 1 KiB messages; 256 messages in flight per producer (16 requests of 16, or 256 of 1)
@@ -257,6 +272,9 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
         for (c, case) in cases.iter().enumerate() {
             for (s, contender) in contenders.iter().enumerate() {
                 eprintln!("[{repetition}/{}] {} on {}", args.repetitions, case.name, contender.label);
+                if case.settles() {
+                    tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
+                }
                 let run = run_child(contender, case, &args).await?;
                 if let Err(why) = &run {
                     eprintln!("  not measured: {why}");
@@ -392,7 +410,9 @@ fn render(
     )?;
     writeln!(
         out,
-        "Figures are medians (min–max). Throughput in msgs/s, higher is better; latency in ms, lower is better.\n"
+        "Figures are medians (min–max). Throughput in msgs/s, higher is better; latency in ms, lower is better. \
+         Runs of the fixed-rate cases start after {} s without load.\n",
+        args.settle_seconds
     )?;
     let jetstreams = &labels[1..];
     let all = labels.join(" / ");
@@ -481,6 +501,23 @@ mod tests {
     fn spread_is_median_min_max() {
         assert_eq!(spread(vec![3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
         assert_eq!(spread(vec![]), None);
+    }
+
+    /// The pause before runs is paid by the fixed-rate cases only: the rest of the suite's
+    /// throughput figures would cost minutes of waiting for no change.
+    #[test]
+    fn only_the_fixed_rate_cases_settle() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            compare: CompareArgs,
+        }
+        let args = <Cli as clap::Parser>::parse_from(["compare"]).compare;
+        assert_eq!(args.settle_seconds, 10);
+        for case in cases(&args) {
+            let fixed_rate = case.args.iter().any(|a| a == "--rate");
+            assert_eq!(case.settles(), fixed_rate, "{case:?}");
+        }
     }
 
     #[test]
