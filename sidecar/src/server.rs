@@ -47,8 +47,8 @@ const CONNECTION_WINDOW_BYTES: u32 = 4 << 20;
 /// Largest HTTP/2 frame a client may send. A send of 16 messages of 1 KiB is about 17 KiB: at
 /// HTTP/2's default of 16 KiB it crossed two DATA frames, between which the client flushed its
 /// socket. In one frame, the load generator made 40% fewer writes and Async publishing gained
-/// about a tenth (BENCHMARKS.md, "Changes measured"). A frame is buffered whole before it is
-/// handed on, so this also bounds that buffer, well below a stream's 1 MiB window.
+/// 3–11% (BENCHMARKS.md, "Changes measured"). A frame is buffered whole before it is handed on,
+/// so this also bounds that buffer, well below a stream's 1 MiB window.
 const MAX_FRAME_BYTES: u32 = 256 << 10;
 
 /// How long a broker whose storage failed keeps answering (refusing writes) before it exits.
