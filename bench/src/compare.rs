@@ -38,10 +38,10 @@ pub struct CompareArgs {
     /// A nats-server binary to compare with (repeatable: one column per JetStream version).
     #[arg(long = "nats-server", default_value = "nats-server")]
     pub nats_servers: Vec<PathBuf>,
-    /// Seconds without load before each run of a fixed-rate latency case. A run that frees a
-    /// few GiB of page cache leaves the machine stalling for a few seconds after it (on a VM
-    /// that hands free memory back to its host, BENCHMARKS.md "Memory of this VM"); without
-    /// the pause, a latency run measured those stalls of whichever system ran before it.
+    /// Seconds without load before each run of a fixed-rate latency case. On a VM that hands
+    /// free memory back to its host (BENCHMARKS.md, "Memory of this VM"), a run that freed a
+    /// few GiB of page cache stalled the latency run right after it: Weir's Sync p99 at 50,000
+    /// msgs/s was 16–26 ms straight after such a run of another system, 2.6–3.1 ms 10 s later.
     #[arg(long, default_value_t = 10)]
     pub settle_seconds: u64,
     #[command(flatten)]
@@ -503,8 +503,9 @@ mod tests {
         assert_eq!(spread(vec![]), None);
     }
 
-    /// The pause before runs is paid by the fixed-rate cases only: the rest of the suite's
-    /// throughput figures would cost minutes of waiting for no change.
+    /// The pause before runs is paid by the fixed-rate cases only: before every run it would
+    /// add about 25 minutes to the suite, and two-second pubsub throughput was no different
+    /// with a pause (BENCHMARKS.md, "Next steps").
     #[test]
     fn only_the_fixed_rate_cases_settle() {
         #[derive(clap::Parser)]

@@ -217,13 +217,15 @@ async fn thousands_of_concurrent_sends_on_one_connection_all_succeed() {
 
 /// The HTTP/2 limits the broker announces in its connection preface, which clients shape their
 /// traffic by: a send of 16 messages of 1 KiB fits in one DATA frame (at HTTP/2's default of
-/// 16 KiB the client split it and flushed between the halves), and a client keeps at most 1,024
-/// calls in flight on a connection (the test above).
+/// 16 KiB the client split it and flushed between the halves), a client keeps at most 1,024
+/// calls in flight on a connection (the test above), and each call may send 1 MiB unanswered
+/// (`docs/broker.md`, "Connections").
 #[tokio::test]
 async fn the_broker_announces_its_frame_size_and_stream_limits() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const SETTINGS: u8 = 0x4;
     const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+    const INITIAL_WINDOW_SIZE: u16 = 0x4;
     const MAX_FRAME_SIZE: u16 = 0x5;
     let dir = tempfile::tempdir().unwrap();
     let broker = Sidecar::start(dir.path(), &[]).unwrap();
@@ -246,4 +248,5 @@ async fn the_broker_announces_its_frame_size_and_stream_limits() {
         .collect();
     assert_eq!(settings.get(&MAX_FRAME_SIZE), Some(&(256 << 10)), "{settings:?}");
     assert_eq!(settings.get(&MAX_CONCURRENT_STREAMS), Some(&1024), "{settings:?}");
+    assert_eq!(settings.get(&INITIAL_WINDOW_SIZE), Some(&(1 << 20)), "{settings:?}");
 }
