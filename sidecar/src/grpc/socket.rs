@@ -1,4 +1,5 @@
-//! The broker's end of a gRPC connection: each flush of HTTP/2 frames leaves in one system call.
+//! The broker's end of a gRPC connection: the answers that are ready together leave in one system
+//! call.
 //!
 //! h2 copies a DATA frame shorter than its "chain threshold" into its write buffer and hands a
 //! longer one over as a second slice, flushing the socket before it buffers any later frame. The
@@ -7,17 +8,25 @@
 //! therefore left in two writes, and the 10-byte trailers, which complete the call, travelled in
 //! a TCP segment of their own: one more system call, segment and wake-up of the client per call.
 //!
+//! Two things keep the writes few:
+//!
+//! - Everything h2 hands over is gathered here (this socket says it is not vectored, so h2 copies
+//!   answers of up to 1 KiB together with their trailers), and written when h2 flushes.
+//! - A flush with something gathered first lets the tasks that are ready to run go (it wakes its
+//!   own task and answers `Pending`, as `tokio::task::yield_now` does). Their answers queue up in
+//!   h2 meanwhile, and the next flush writes them all. Without it, the connection task ran after
+//!   nearly every answer and wrote it alone: 67,400 writes in 2 s of pubsub load, 23,000 with it.
+//!
 //! ```text
-//!   h2 ──frames──▶ CoalescedWrites (not vectored: threshold 1,024) ──one write per flush──▶ TCP
-//!   answer of a send:  [HEADERS][DATA 400 B][trailers]   before: writev 452 B + writev 10 B
-//!                                                        now:    write 462 B
-//!   16 KiB DATA frame: [head + first 1,015 B][rest]      before: writev
-//!                                                        now:    writev (the rest not copied)
+//!   h2 ──frames──▶ CoalescedWrites ──one write per flush, after one yield──▶ TCP
+//!   answer of a send:  [HEADERS][DATA 400 B][trailers]     one write with the answers of the
+//!                                                          calls that finished meanwhile
+//!   receive of 64 KiB: [head][16 KiB][head][16 KiB]...     one write per 64 KiB gathered
 //! ```
 //!
-//! Slices of 4 KiB and more (the rest of a long DATA frame's payload, which h2 hands over apart
-//! from the frame's head) are not copied: they leave in one vectored write behind what was gathered before
-//! them. Only the short pieces are copied, which costs little beside the system calls it saves.
+//! An idle connection pays one pass of the scheduler's queue per flush, which is empty then.
+//! Slices of 32 KiB and more (DATA frames for a client that accepts long frames) are not copied:
+//! they leave in one vectored write behind what was gathered before them.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -26,12 +35,12 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
-/// Bytes gathered before they are written out anyway. Reserved per connection, so kept small.
-const BUFFER_BYTES: usize = 32 << 10;
+/// Bytes gathered before they are written out anyway: four DATA frames of the default 16 KiB.
+const BUFFER_BYTES: usize = 64 << 10;
 
-/// Slices this long are written from where they are, not copied. A 16 KiB DATA frame's payload
-/// copied into the buffer was 2% of the broker's CPU under pubsub load (BENCHMARKS.md).
-const PASS_THROUGH_BYTES: usize = 4 << 10;
+/// Slices this long are written from where they are, not copied. Copying a 16 KiB frame costs
+/// less than the write it saves (BENCHMARKS.md, "Changes measured").
+const PASS_THROUGH_BYTES: usize = 32 << 10;
 
 /// A connection whose writes are gathered until h2 flushes them.
 #[derive(Debug)]
@@ -39,11 +48,13 @@ pub struct CoalescedWrites<T> {
     io: T,
     /// Taken from h2, not yet written to the socket.
     gathered: Vec<u8>,
+    /// A flush let the tasks that were ready to run go first; the next one writes.
+    yielded: bool,
 }
 
 impl<T: AsyncWrite + Unpin> CoalescedWrites<T> {
     pub fn new(io: T) -> Self {
-        Self { io, gathered: Vec::with_capacity(BUFFER_BYTES) }
+        Self { io, gathered: Vec::new(), yielded: false }
     }
 
     /// Writes out what is gathered.
@@ -52,6 +63,7 @@ impl<T: AsyncWrite + Unpin> CoalescedWrites<T> {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.gathered))?;
             self.consume_gathered(n)?;
         }
+        self.yielded = false;
         Poll::Ready(Ok(()))
     }
 
@@ -109,6 +121,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CoalescedWrites<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.gathered.is_empty() && !this.yielded {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         ready!(this.poll_write_gathered(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
@@ -253,7 +270,7 @@ mod tests {
     async fn a_long_slice_is_not_copied_and_leaves_with_what_came_before() {
         use tokio::io::AsyncWriteExt;
         let mut socket = CoalescedWrites::new(Sink::default());
-        let (head, rest) = (vec![1u8; 1024], vec![2u8; 15 << 10]);
+        let (head, rest) = (vec![1u8; 1024], vec![2u8; 40 << 10]);
         socket.write_all(&head).await.unwrap();
         assert!(socket.io.writes.is_empty(), "a short piece is gathered");
         socket.write_all(&rest).await.unwrap();
@@ -265,6 +282,49 @@ mod tests {
         socket.flush().await.unwrap();
         assert_eq!(socket.io.writes.len(), 2);
         assert_eq!(socket.io.out, [head, rest, b"trailers".to_vec()].concat());
+    }
+
+    /// A flush with something gathered first gives the other tasks their turn: it wakes its own
+    /// task and answers `Pending` without writing. What is written meanwhile (answers the other
+    /// tasks finished) leaves in the same write as what was gathered, at the next flush. A flush
+    /// with nothing gathered does not wait.
+    #[test]
+    fn a_flush_yields_once_and_then_writes_all_that_was_gathered() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+
+        struct CountWakes(AtomicUsize);
+        impl Wake for CountWakes {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut socket = CoalescedWrites::new(Sink::default());
+        let mut write = |socket: &mut CoalescedWrites<Sink>, bytes: &[u8]| {
+            let written = Pin::new(socket).poll_write(&mut cx, bytes);
+            assert!(matches!(written, Poll::Ready(Ok(n)) if n == bytes.len()));
+        };
+        let flush = |socket: &mut CoalescedWrites<Sink>| Pin::new(socket).poll_flush(&mut Context::from_waker(&waker));
+
+        assert!(matches!(flush(&mut socket), Poll::Ready(Ok(()))), "nothing gathered: no turn to give");
+        for round in 0..2 {
+            write(&mut socket, b"answer one");
+            assert!(flush(&mut socket).is_pending(), "round {round}: the first flush yields");
+            assert_eq!(wakes.0.load(Ordering::Relaxed), round + 1, "and wakes its task to come back");
+            assert!(socket.io.writes.is_empty(), "round {round}: nothing written yet");
+            write(&mut socket, b"answer two");
+            assert!(matches!(flush(&mut socket), Poll::Ready(Ok(()))));
+            assert_eq!(socket.io.writes.len(), 1, "round {round}: both answers in one write");
+            assert_eq!(socket.io.out, b"answer oneanswer two");
+            socket.io.writes.clear();
+            socket.io.out.clear();
+        }
     }
 
     proptest::proptest! {
