@@ -143,7 +143,7 @@ impl Committer {
             inner: inner.clone(),
             publisher: publisher.clone(),
             buf: Vec::with_capacity(1 << 20),
-            next_offsets: HashMap::new(),
+            next_offsets: ByPartition::default(),
             unsynced_since: None,
             disk_full: false,
             closed: false,
@@ -320,7 +320,7 @@ struct Writer {
     /// a partition's index ends at its last published offset, and groups written after it may
     /// still be waiting for their fdatasync.
     /// Keyed by [`partition_key`]; the `Arc` beside it keeps that address unique.
-    next_offsets: HashMap<usize, (Arc<Partition>, u64)>,
+    next_offsets: ByPartition<(Arc<Partition>, u64)>,
     /// Set while written data is not yet fdatasynced.
     unsynced_since: Option<Instant>,
     /// Whether the last group found the volume full (to log the transitions once).
@@ -434,8 +434,8 @@ impl Writer {
         let start = active.end();
         let mut needs_sync = false;
         let mut waiters = Vec::with_capacity(appends.len());
-        let mut index_runs: HashMap<usize, (Arc<Partition>, Vec<u8>)> = HashMap::new();
-        let mut next_offsets: HashMap<usize, u64> = HashMap::new();
+        let mut index_runs: ByPartition<(Arc<Partition>, Vec<u8>)> = ByPartition::default();
+        let mut next_offsets: ByPartition<u64> = ByPartition::default();
         let mut state_records = Vec::new();
         self.buf.clear();
         for (append, _) in appends {
@@ -574,6 +574,10 @@ impl Writer {
 }
 
 /// A partition's address, as a map key for the partitions of the groups being written.
+/// Maps keyed by [`partition_key`], looked up twice per message while the writer is held: a fast
+/// hasher (the keys are addresses, not chosen by clients).
+type ByPartition<V> = HashMap<usize, V, foldhash::fast::RandomState>;
+
 fn partition_key(partition: &Arc<Partition>) -> usize {
     Arc::as_ptr(partition) as usize
 }
