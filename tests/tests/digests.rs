@@ -1,8 +1,7 @@
 //! Every delivered message carries the MD5 of its body (the RocketMQ clients check it), however it
-//! was sent: one message per request (its digest is left to the group commit, which hashes the
-//! bodies of many requests at once), many single-message sends in flight together (sharing group
-//! commits), and a batch (hashed by its request). Bodies of many lengths, so the hashing passes
-//! meet bodies of unequal length in one group.
+//! was sent: one message per request, many single-message sends in flight together (sharing group
+//! commits), and batches of 2, 3 and 16. Bodies of many lengths, so one hashing pass meets bodies of
+//! unequal length.
 
 use std::collections::HashMap;
 

@@ -4,8 +4,6 @@
 use super::*;
 use dedup::SendKey;
 
-use crate::storage::record::PendingDigest;
-
 /// Properties RocketMQ reserves for itself; producers may not set them as user properties.
 const RESERVED_PROPERTIES: &[&str] = &[
     "KEYS",
@@ -41,13 +39,6 @@ const RESERVED_PROPERTIES: &[&str] = &[
     "__SHARDINGKEY",
     "__BORNHOST",
 ];
-
-/// Requests of at least this many messages hash their bodies themselves, in one SIMD pass; smaller
-/// ones leave it to the group commit, which hashes the bodies of many requests in one pass. One
-/// pass costs about the same for 2 to 16 bodies of 1 KiB (2.6-3 µs on the build machine) and a lone
-/// body 1.1 µs, so a few bodies alone cost 0.4-1.5 µs each, and 80-160 ns each in a group of 16 to
-/// 32 (BENCHMARKS.md).
-const SELF_HASHED_FROM: usize = 8;
 
 /// User properties per message at most.
 const MAX_PROPERTIES: usize = 128;
@@ -113,20 +104,16 @@ impl Broker {
         let mut records = Vec::new();
         let mut pending = Vec::new();
         let mut durability = Durability::Async;
-        // A request of a few messages leaves its body digests to the group commit, which hashes the
-        // bodies of many requests together.
-        let digests = (messages.len() >= SELF_HASHED_FROM).then(|| {
-            let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
-            crate::digest::md5_of_each(&bodies)
-        });
+        let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
+        let digests = crate::digest::md5_of_each(&bodies);
+        drop(bodies);
         // One store time for the request's messages: they arrived together.
         let store_time = now_ms();
         let mut topic: Option<Arc<Topic>> = None;
         let prepared: Vec<_> = messages
             .into_iter()
-            .enumerate()
-            .map(|(i, message)| {
-                let digest = digests.as_ref().map(|d| d[i]);
+            .zip(digests)
+            .map(|(message, digest)| {
                 // A request's messages mostly go to one topic: resolved once per run of them.
                 let t = match topic.take() {
                     Some(t) if t.config.name == message.topic => t,
@@ -226,13 +213,12 @@ impl Broker {
     }
 
     /// Validates a message for `topic` and encodes its record (with `digest`, the MD5 of its
-    /// body, or with room for the writer to put it); whether it was already stored is looked up by
-    /// the caller, for a whole request at once.
+    /// body); whether it was already stored is looked up by the caller, for a whole request at once.
     fn prepare(
         &self,
         topic: Arc<Topic>,
         m: IncomingMessage,
-        digest: Option<[u8; 16]>,
+        digest: [u8; 16],
         store_time: i64,
     ) -> Result<New, BrokerError> {
         if !topic.config.access.writable() {
@@ -279,7 +265,7 @@ impl Broker {
         let partition = self.place(&topic, message_type, &group, m.partition_hint)?;
         let body_len = m.body.len();
         let transaction_id = if kind == RecordKind::Half { self.new_transaction_id() } else { String::new() };
-        let mut stored = StoredMessage {
+        let stored = StoredMessage {
             topic: topic.config.name.clone(),
             partition,
             message_id: m.message_id,
@@ -292,34 +278,23 @@ impl Broker {
             store_timestamp_ms: store_time,
             delivery_timestamp_ms: m.delivery_timestamp_ms.unwrap_or(0),
             user_properties: m.user_properties,
-            body_md5: digest.map_or_else(Bytes::new, |d| Bytes::copy_from_slice(&d)),
+            body_md5: Bytes::copy_from_slice(&digest),
             body: m.body,
             trace_context: m.trace_context,
             dead_letter: None,
             transaction_id,
         };
         let group_hash = index_group_hash(&topic, &stored.message_group);
-        let (encoded, pending) = match digest {
-            Some(_) => (stored.encode_to_vec(), None),
-            None => {
-                let (encoded, at) = stored.encode_with_digest_slot();
-                (encoded, Some(PendingDigest { at, body: stored.body.clone() }))
-            }
-        };
         let record = match kind {
             RecordKind::Message => AppendRecord::message(
                 topic.partitions[partition as usize].clone(),
                 tag_hash(&stored.tag),
                 group_hash,
                 store_time as u64,
-                encoded,
+                stored.encode_to_vec(),
             ),
             // Delayed and half messages stay out of the partitions until they are due or committed.
-            other => AppendRecord::state(other, encoded),
-        };
-        let record = match pending {
-            Some(pending) => record.with_pending_digest(pending),
-            None => record,
+            other => AppendRecord::state(other, stored.encode_to_vec()),
         };
         // The ids move on to the answer once the record is encoded (no copy per message).
         let receipt =

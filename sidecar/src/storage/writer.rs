@@ -39,7 +39,6 @@ use tokio::sync::oneshot;
 use crate::storage::frame::{self, HEADER_LEN, RecordKind};
 use crate::storage::index::IndexEntry;
 use crate::storage::publisher::{Publisher, Reply, StateRecord, Waiter, WrittenGroup};
-use crate::storage::record::{DIGEST_LEN, PendingDigest};
 use crate::storage::segment::Segment;
 use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner, StoreMetrics};
 
@@ -61,8 +60,6 @@ pub struct AppendRecord {
     pub wakes: Option<Box<str>>,
     /// The encoded body.
     pub body: Vec<u8>,
-    /// A body digest the writer writes into `body` before framing it.
-    pub digest: Option<PendingDigest>,
 }
 
 impl AppendRecord {
@@ -82,18 +79,12 @@ impl AppendRecord {
             store_time_ms,
             wakes: None,
             body,
-            digest: None,
         }
     }
 
     /// A record for the state machine (consumer progress and the like).
     pub fn state(kind: RecordKind, body: Vec<u8>) -> Self {
-        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, wakes: None, body, digest: None }
-    }
-
-    /// Leaves the body digest to the writer: `body` has room for it at `digest.at`.
-    pub fn with_pending_digest(self, digest: PendingDigest) -> Self {
-        Self { digest: Some(digest), ..self }
+        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, wakes: None, body }
     }
 
     /// Consumer progress on `topic`: once published it wakes that topic's long polls only.
@@ -420,7 +411,7 @@ impl Writer {
 
     /// Frames and writes one group and hands it to the publisher. Returns whether it waits for an
     /// fdatasync, or `None` if it could not be written (its waiters were answered with the error).
-    fn append_group(&mut self, mut appends: Vec<(Append, u64)>) -> Option<bool> {
+    fn append_group(&mut self, appends: Vec<(Append, u64)>) -> Option<bool> {
         let log = &self.inner.log;
         let total: u64 = appends.iter().map(|(_, size)| size).sum();
         let mut active = log.active();
@@ -440,7 +431,6 @@ impl Writer {
                 }
             }
         }
-        fill_digests(&mut appends);
         let start = active.end();
         let mut needs_sync = false;
         let mut waiters = Vec::with_capacity(appends.len());
@@ -583,27 +573,11 @@ impl Writer {
     }
 }
 
-/// Writes the digests left to the writer into their records: the bodies of the whole group are
-/// hashed in one SIMD pass.
-fn fill_digests(appends: &mut [(Append, u64)]) {
-    let mut records: Vec<&mut AppendRecord> =
-        appends.iter_mut().flat_map(|(a, _)| a.records.iter_mut()).filter(|r| r.digest.is_some()).collect();
-    if records.is_empty() {
-        return;
-    }
-    let pending: Vec<PendingDigest> = records.iter_mut().filter_map(|r| r.digest.take()).collect();
-    let bodies: Vec<&[u8]> = pending.iter().map(|p| p.body.as_ref()).collect();
-    let digests = crate::digest::md5_of_each(&bodies);
-    for ((record, p), digest) in records.into_iter().zip(&pending).zip(digests) {
-        record.body[p.at..p.at + DIGEST_LEN].copy_from_slice(&digest);
-    }
-}
-
+/// A partition's address, as a map key for the partitions of the groups being written.
 /// Maps keyed by [`partition_key`], looked up twice per message while the writer is held: a fast
 /// hasher (the keys are addresses, not chosen by clients).
 type ByPartition<V> = HashMap<usize, V, foldhash::fast::RandomState>;
 
-/// A partition's address, as a map key for the partitions of the groups being written.
 fn partition_key(partition: &Arc<Partition>) -> usize {
     Arc::as_ptr(partition) as usize
 }
