@@ -19,10 +19,10 @@
 //! This type does no I/O and holds no clock: callers pass `now`, which keeps it easy to test.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-use foldhash::fast::RandomState;
 use std::sync::Arc;
 use std::time::Instant;
+
+use foldhash::fast::RandomState;
 
 /// A message handed to a consumer and not yet done.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -573,11 +573,11 @@ impl Writer {
     }
 }
 
-/// A partition's address, as a map key for the partitions of the groups being written.
 /// Maps keyed by [`partition_key`], looked up twice per message while the writer is held: a fast
 /// hasher (the keys are addresses, not chosen by clients).
 type ByPartition<V> = HashMap<usize, V, foldhash::fast::RandomState>;
 
+/// A partition's address, as a map key for the partitions of the groups being written.
 fn partition_key(partition: &Arc<Partition>) -> usize {
     Arc::as_ptr(partition) as usize
 }
