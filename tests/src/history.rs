@@ -105,6 +105,19 @@ impl History {
         events.deliveries[index].acked_at = Some(now);
     }
 
+    /// Every delivery of `id`, in the order seen: its group, its position among all deliveries and
+    /// when its ack was confirmed (the number of deliveries recorded by then), for explaining a
+    /// failed check.
+    pub fn trace(&self, id: &str) -> Vec<String> {
+        let events = self.events.lock();
+        let sent = events.sends.get(id).map(|s| format!("{:?}", s.outcome)).unwrap_or_else(|| "never sent".into());
+        let deliveries = events.deliveries.iter().enumerate().filter(|(_, d)| d.id == id).map(|(at, d)| {
+            let ack = d.acked_at.map_or_else(|| "ack not confirmed".to_owned(), |t| format!("ack confirmed at {t}"));
+            format!("{id} (send {sent}): delivered to {} at {at}, {ack}", d.group)
+        });
+        deliveries.collect()
+    }
+
     /// Acknowledged and indeterminate sends so far.
     pub fn send_counts(&self) -> (usize, usize) {
         let events = self.events.lock();
@@ -252,6 +265,14 @@ mod tests {
         assert_eq!(r.explained_duplicates, 1);
         h.delivered("g", "a");
         assert_eq!(h.check("g", false).unexplained_duplicates, ["a"]);
+        assert_eq!(
+            h.trace("a"),
+            [
+                "a (send Ok): delivered to g at 0, ack confirmed at 2",
+                "a (send Ok): delivered to g at 1, ack confirmed at 2",
+                "a (send Ok): delivered to g at 2, ack not confirmed",
+            ]
+        );
     }
 
     #[test]

@@ -221,7 +221,9 @@ async fn kill_9_under_load_loses_no_acknowledged_message_and_keeps_fifo_order() 
             report.unexplained_duplicates.len(),
             report.fifo_violations.len()
         );
-        assert!(report.is_clean(), "group {group}: {report:#?}");
+        let traces: Vec<String> =
+            report.unexplained_duplicates.iter().take(5).flat_map(|id| history.trace(id)).collect();
+        assert!(report.is_clean(), "group {group}: {report:#?}\n{}", traces.join("\n"));
     }
 }
 
