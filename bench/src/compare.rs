@@ -1,7 +1,8 @@
 //! `weir-bench compare`: every scenario of the suite against Weir and one or more NATS JetStream
-//! servers (e.g. Debian's 2.9 and a current release), interleaved (Weir, JetStream, ..., Weir, ...)
-//! over several repetitions, plus the disk's own sequential write limit; prints one Markdown table
-//! of medians with the Weir/JetStream ratio per JetStream.
+//! servers (e.g. Debian's 2.9 and a current release), interleaved over several repetitions, each
+//! repetition starting with the next system (Weir, JetStream 2.9, JetStream 2.15; then JetStream
+//! 2.9, JetStream 2.15, Weir; ...), plus the disk's own sequential write limit; prints one Markdown
+//! table of medians with the Weir/JetStream ratio per JetStream.
 //!
 //! Each run is a child `weir-bench run --json` process with its own fresh server, so no run
 //! inherits another's caches, connections or memory.
@@ -38,7 +39,8 @@ pub struct CompareArgs {
     /// A nats-server binary to compare with (repeatable: one column per JetStream version).
     #[arg(long = "nats-server", default_value = "nats-server")]
     pub nats_servers: Vec<PathBuf>,
-    /// Seconds without load before each run of a fixed-rate latency case. On a VM that hands
+    /// Seconds without load before each run of a fixed-rate latency case, and after the disk
+    /// measurement that starts each repetition. On a VM that hands
     /// free memory back to its host (BENCHMARKS.md, "Memory of this VM"), a run that freed a
     /// few GiB of page cache stalled the latency run right after it: Weir's Sync p99 at 50,000
     /// msgs/s was 16–26 ms straight after such a run of another system, 2.6–3.1 ms 10 s later.
@@ -269,8 +271,12 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
         for (slot, sync) in [false, true].into_iter().enumerate() {
             disk_limits[slot].push(disk::sequential_write_mib_per_s(&scratch, bytes, sync)?);
         }
+        // The disk measurement wrote and deleted a few hundred MiB: the same pause as before a
+        // fixed-rate run, so the first run after it does not meet the memory it just freed.
+        tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
         for (c, case) in cases.iter().enumerate() {
-            for (s, contender) in contenders.iter().enumerate() {
+            for s in turn_order(contenders.len(), repetition - 1) {
+                let contender = &contenders[s];
                 eprintln!("[{repetition}/{}] {} on {}", args.repetitions, case.name, contender.label);
                 if case.settles() {
                     tokio::time::sleep(Duration::from_secs(args.settle_seconds)).await;
@@ -300,6 +306,15 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
         std::fs::write(&path, raw).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The order the systems run a case in, repetition `round` (from 0): each repetition starts one
+/// system later, so that over as many repetitions as systems each runs first, and right after
+/// each of the others, once. A run's figures depend on what ran just before it on this machine
+/// (memory it freed, caches it left: BENCHMARKS.md, "Memory of this VM"); a fixed order would
+/// hand one system the same neighbour every time.
+fn turn_order(systems: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..systems).map(move |i| (i + round) % systems)
 }
 
 async fn run_child(contender: &Contender, case: &Case, args: &CompareArgs) -> Result<Run> {
@@ -411,7 +426,8 @@ fn render(
     writeln!(
         out,
         "Figures are medians (min–max). Throughput in msgs/s, higher is better; latency in ms, lower is better. \
-         Runs of the fixed-rate cases start after {} s without load.\n",
+         Each repetition starts with the next system. Runs of the fixed-rate cases, and the first run after each \
+         disk measurement, start after {} s without load.\n",
         args.settle_seconds
     )?;
     let jetstreams = &labels[1..];
@@ -519,6 +535,17 @@ mod tests {
             let fixed_rate = case.args.iter().any(|a| a == "--rate");
             assert_eq!(case.settles(), fixed_rate, "{case:?}");
         }
+    }
+
+    #[test]
+    fn each_repetition_starts_with_the_next_system() {
+        let orders: Vec<Vec<usize>> = (0..3).map(|round| turn_order(3, round).collect()).collect();
+        assert_eq!(orders, [[0, 1, 2], [1, 2, 0], [2, 0, 1]]);
+        for system in 0..3 {
+            let firsts = orders.iter().filter(|o| o[0] == system).count();
+            assert_eq!(firsts, 1, "system {system} runs first once");
+        }
+        assert_eq!(turn_order(1, 5).collect::<Vec<_>>(), [0]);
     }
 
     #[test]

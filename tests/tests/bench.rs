@@ -73,7 +73,7 @@ fn current_nats_server() -> std::path::PathBuf {
 fn compare_prints_a_table_of_every_system() {
     let scratch = tempfile::tempdir().unwrap();
     let out = Command::new(weir_tests::binary("weir-bench"))
-        .args(["compare", "--repetitions", "1", "--count", "2000"])
+        .args(["compare", "--repetitions", "1", "--count", "2000", "--settle-seconds", "0"])
         .args(["--only", "publish", "--only", "drain-disk", "--only", "publish-sync"])
         .args(["--nats-server", "nats-server", "--nats-server"])
         .arg(current_nats_server())
