@@ -309,10 +309,10 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
 }
 
 /// The order the systems run a case in, repetition `round` (from 0): each repetition starts one
-/// system later, so that over as many repetitions as systems each runs first, and right after
-/// each of the others, once. A run's figures depend on what ran just before it on this machine
-/// (memory it freed, caches it left: BENCHMARKS.md, "Memory of this VM"); a fixed order would
-/// hand one system the same neighbour every time.
+/// system later, so that over as many repetitions as systems each opens a case once, right after
+/// the previous case's last run (or the disk measurement). A run's figures depend on what ran
+/// just before it on this machine (memory it freed, caches it left: BENCHMARKS.md, "Memory of
+/// this VM"); a fixed order would hand the first system that place every time.
 fn turn_order(systems: usize, round: usize) -> impl Iterator<Item = usize> {
     (0..systems).map(move |i| (i + round) % systems)
 }
