@@ -3,7 +3,7 @@
 //! commits), and batches of 2, 3 and 16. Bodies of many lengths, so one hashing pass meets bodies of
 //! unequal length.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use md5::{Digest, Md5};
 use weir_proto::rocketmq::v2 as pb;
@@ -43,7 +43,7 @@ async fn every_delivered_body_carries_its_md5_however_it_was_sent() {
     send(&mut client, 205..208).await;
     send(&mut client, 208..224).await;
 
-    let mut seen = HashMap::new();
+    let mut seen = HashSet::new();
     while seen.len() < 224 {
         let (rc, got) = receive(&mut client, receive_request("checker", TOPIC, "*", 60_000)).await;
         assert_eq!(rc, pb::Code::Ok, "all 224 messages are there to receive ({} so far)", seen.len());
@@ -54,7 +54,7 @@ async fn every_delivered_body_carries_its_md5_however_it_was_sent() {
             let i: usize = sys.message_id[1..].parse().unwrap();
             assert_eq!(m.body.as_ref(), body(i).as_slice(), "{}", sys.message_id);
             assert_eq!(digest.checksum, const_hex::encode_upper(Md5::digest(&m.body)), "{}", sys.message_id);
-            seen.insert(i, ());
+            seen.insert(i);
         }
     }
 }
