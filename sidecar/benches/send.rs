@@ -94,6 +94,7 @@ async fn main() {
         min_free_bytes: 64 << 20,
         tls: None,
         peer_tls: None,
+        serving_threads: std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
         acl: None,
         async_flush_interval: Duration::from_millis(200),
         retention: Retention::default(),

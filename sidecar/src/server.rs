@@ -3,12 +3,12 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use futures::TryStreamExt;
 use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
@@ -25,7 +25,7 @@ use crate::grpc::Messaging;
 use crate::grpc::admin::{AdminService, admin_access};
 use crate::grpc::forward::{Directory, Peers};
 use crate::grpc::route::Advertised;
-use crate::grpc::socket::CoalescedWrites;
+use crate::grpc::serving::ServingThreads;
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
 use crate::state::BrokerState;
@@ -96,6 +96,8 @@ pub struct ServerOptions {
     pub declared: Declared,
     /// Other brokers by id (`host:port`), for forwarding requests to their owner.
     pub peers: std::collections::HashMap<u32, String>,
+    /// Threads serving gRPC connections (each connection stays on one; see `grpc::serving`).
+    pub serving_threads: NonZeroUsize,
     /// Kubernetes mode: the view of the cluster this pod keeps up to date. The broker reports
     /// itself healthy (ready) only once the view is complete.
     pub cluster: Option<Arc<ClusterView>>,
@@ -239,8 +241,7 @@ pub async fn start(
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut grpc_stop = stop_rx.clone();
-    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true)).map_ok(CoalescedWrites::new);
+    let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
     let admin_acl = options.acl.clone();
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
@@ -249,17 +250,15 @@ pub async fn start(
     if let Some(tls) = &options.tls {
         server = server.tls_config(tls.grpc()).context("configuring gRPC TLS")?;
     }
-    let grpc = tokio::spawn(
-        server
-            .add_service(health_service)
-            .add_service(service)
-            .add_service(AdminServer::with_interceptor(AdminService::new(broker.clone()), move |req| {
-                admin_access(admin_acl.as_deref(), req)
-            }))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            }),
-    );
+    let router = server
+        .add_service(health_service)
+        .add_service(service)
+        .add_service(AdminServer::with_interceptor(AdminService::new(broker.clone()), move |req| {
+            admin_access(admin_acl.as_deref(), req)
+        }));
+    let threads =
+        ServingThreads::start(options.serving_threads, &router, &stop_rx).context("starting the serving threads")?;
+    let grpc = tokio::spawn(threads.serve(incoming, stop_rx.clone()));
     let metrics_task = tokio::spawn(serve_metrics(
         metrics_listener,
         metrics.clone(),

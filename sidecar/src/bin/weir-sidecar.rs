@@ -6,6 +6,7 @@
 //! owning the partitions the Topic's status assigns to it.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,7 +260,13 @@ impl BrokerArgs {
     }
 
     /// Server options with these settings; the mode fills in the rest.
-    fn options(&self, retention: Retention, broker: BrokerConfig, has_peers: bool) -> Result<ServerOptions> {
+    fn options(
+        &self,
+        retention: Retention,
+        broker: BrokerConfig,
+        has_peers: bool,
+        serving_threads: NonZeroUsize,
+    ) -> Result<ServerOptions> {
         let tls = self.tls()?;
         Ok(ServerOptions {
             acl: self.acl(tls.is_some())?,
@@ -280,12 +287,13 @@ impl BrokerArgs {
             broker: BrokerConfig { client_ttl: duration("client-ttl", &self.client_ttl)?, ..broker },
             declared: Default::default(),
             peers: Default::default(),
+            serving_threads,
             cluster: None,
         })
     }
 }
 
-async fn standalone(args: StandaloneArgs) -> Result<()> {
+async fn standalone(args: StandaloneArgs, serving_threads: NonZeroUsize) -> Result<()> {
     let declared = standalone::load(&args.files)?;
     let retention_time = match &args.retention_time {
         Some(v) => duration("retention-time", v)?,
@@ -310,7 +318,7 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
         },
         declared,
         peers: args.peers.iter().cloned().collect(),
-        ..args.broker.options(retention, broker, !args.peers.is_empty())?
+        ..args.broker.options(retention, broker, !args.peers.is_empty(), serving_threads)?
     };
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let topics = options.declared.topics.len();
@@ -327,7 +335,7 @@ async fn standalone(args: StandaloneArgs) -> Result<()> {
     done.await
 }
 
-async fn kubernetes(args: KubernetesArgs) -> Result<()> {
+async fn kubernetes(args: KubernetesArgs, serving_threads: NonZeroUsize) -> Result<()> {
     let me = PodIdentity::new(&args.pod_name, &args.topic, &args.namespace, &args.cluster_domain)
         .map_err(|e| anyhow::anyhow!("{e} (set --pod-name/POD_NAME from the downward API)"))?;
     let client = kube::Client::try_default()
@@ -342,7 +350,7 @@ async fn kubernetes(args: KubernetesArgs) -> Result<()> {
         advertise_host: Some(host.clone()),
         catalog: CatalogOptions { auto_create_topics: false, auto_create_groups: false, ..CatalogOptions::default() },
         cluster: Some(view.clone()),
-        ..args.broker.options(retention, broker, true)?
+        ..args.broker.options(retention, broker, true, serving_threads)?
     };
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let (running, done) = server::start(options, shutdown_signal()).await?;
@@ -361,18 +369,25 @@ async fn kubernetes(args: KubernetesArgs) -> Result<()> {
     result
 }
 
+/// Most threads of the runtime for work that is no connection's own.
+const BACKGROUND_THREADS: usize = 2;
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    let serving_threads = match cli.worker_threads {
+        Some(threads) => NonZeroUsize::new(threads.into()).unwrap_or(NonZeroUsize::MIN),
+        None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+    };
+    // The connections are served on threads of their own (`grpc::serving`); this runtime runs
+    // the rest (accepting, /metrics, checkpoints, timers), which is light.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = cli.worker_threads {
-        runtime.worker_threads(threads.into());
-    }
+    runtime.worker_threads(serving_threads.get().min(BACKGROUND_THREADS));
     let result = runtime.enable_all().build().context("starting the async runtime").and_then(|runtime| {
         runtime.block_on(async {
             match cli.command {
-                Command::Standalone(args) => standalone(args).await,
-                Command::Kubernetes(args) => kubernetes(args).await,
+                Command::Standalone(args) => standalone(args, serving_threads).await,
+                Command::Kubernetes(args) => kubernetes(args, serving_threads).await,
             }
         })
     });

@@ -43,6 +43,20 @@ pub struct Peers {
     directory: Directory,
     tls: Option<ClientTls>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Where the channels' connection tasks run.
+    runtime: MainRuntime,
+}
+
+/// Runs a channel's tasks on the runtime that made [`Peers`], not on the serving thread that
+/// happened to open the channel first (`grpc::serving`): the channels serve every thread, and a
+/// serving thread's runtime ends with its connections at shutdown.
+#[derive(Debug, Clone)]
+struct MainRuntime(tokio::runtime::Handle);
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for MainRuntime {
+    fn execute(&self, task: F) {
+        self.0.spawn(task);
+    }
 }
 
 /// The broker id a transaction id names (`<broker hex>-<sequence hex>`).
@@ -52,9 +66,11 @@ pub fn transaction_owner(transaction_id: &str) -> Option<u32> {
 }
 
 impl Peers {
-    /// Peers found through `directory`, reached over TLS with `tls`.
+    /// Peers found through `directory`, reached over TLS with `tls`. Must be called on the
+    /// runtime that lives as long as the broker.
     pub fn new(directory: Directory, tls: Option<ClientTls>) -> Self {
-        Self { directory, tls, channels: Mutex::new(HashMap::new()) }
+        let runtime = MainRuntime(tokio::runtime::Handle::current());
+        Self { directory, tls, channels: Mutex::new(HashMap::new()), runtime }
     }
 
     /// `host:port` of broker `id` serving `topic`.
@@ -92,6 +108,7 @@ impl Peers {
         let channel = weir_proto::client_tls::endpoint(address, self.tls.as_ref())
             .map_err(|e| BrokerError::internal(format!("peer: {e}")))?
             .timeout(FORWARD_TIMEOUT)
+            .executor(self.runtime.clone())
             .connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(MessagingServiceClient::new(channel))

@@ -9,8 +9,11 @@ pub mod admin;
 pub mod context;
 pub mod convert;
 pub mod forward;
+#[cfg(test)]
+mod raw_service;
 pub mod route;
 mod send;
+pub mod serving;
 pub mod session;
 pub mod socket;
 pub mod status;

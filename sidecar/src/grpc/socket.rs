@@ -35,6 +35,8 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
+use crate::grpc::serving::OpenConnection;
+
 /// Bytes gathered before they are written out anyway: four DATA frames of the default 16 KiB.
 const BUFFER_BYTES: usize = 64 << 10;
 
@@ -50,11 +52,18 @@ pub struct CoalescedWrites<T> {
     gathered: Vec<u8>,
     /// A flush let the tasks that were ready to run go first; the next one writes.
     yielded: bool,
+    /// Keeps the connection counted on its serving thread while it is open.
+    _open: Option<OpenConnection>,
 }
 
 impl<T: AsyncWrite + Unpin> CoalescedWrites<T> {
     pub fn new(io: T) -> Self {
-        Self { io, gathered: Vec::new(), yielded: false }
+        Self { io, gathered: Vec::new(), yielded: false, _open: None }
+    }
+
+    /// Counted among its serving thread's open connections until dropped (`grpc::serving`).
+    pub fn counted(self, open: OpenConnection) -> Self {
+        Self { _open: Some(open), ..self }
     }
 
     /// Writes out what is gathered.
@@ -143,12 +152,10 @@ mod tests {
 
     use futures::TryStreamExt;
     use tokio::net::{TcpListener, TcpStream};
-    use tonic::codegen::{BoxFuture, Service, http};
-    use tonic::server::NamedService;
     use tonic::transport::server::TcpIncoming;
     use tonic::transport::{Channel, Server};
-    use tonic::{Request, Response, Status};
-    use weir_proto::raw_codec::RawBytes;
+
+    use crate::grpc::raw_service::{self, RawAnswer};
 
     use super::*;
 
@@ -358,40 +365,8 @@ mod tests {
     }
 
     /// Answers a request of one little-endian `u16` with that many bytes.
-    #[derive(Clone)]
-    struct Answer;
-
-    impl NamedService for Answer {
-        const NAME: &'static str = "test.Answer";
-    }
-
-    impl Service<http::Request<tonic::body::Body>> for Answer {
-        type Response = http::Response<tonic::body::Body>;
-        type Error = std::convert::Infallible;
-        type Future = BoxFuture<Self::Response, Self::Error>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-            Box::pin(async move { Ok(tonic::server::Grpc::new(RawBytes).unary(Answer, request).await) })
-        }
-    }
-
-    impl Service<Request<Vec<u8>>> for Answer {
-        type Response = Response<Vec<u8>>;
-        type Error = Status;
-        type Future = std::future::Ready<Result<Response<Vec<u8>>, Status>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: Request<Vec<u8>>) -> Self::Future {
-            let len = u16::from_le_bytes(request.into_inner()[..2].try_into().unwrap());
-            std::future::ready(Ok(Response::new(vec![7u8; len.into()])))
-        }
+    fn answer(request: Vec<u8>) -> Vec<u8> {
+        vec![7u8; u16::from_le_bytes(request[..2].try_into().unwrap()).into()]
     }
 
     /// The answer of a send (a status and an entry per message: a few hundred bytes) reaches the
@@ -404,19 +379,17 @@ mod tests {
         let logged = writes.clone();
         let incoming = TcpIncoming::from(listener)
             .map_ok(move |stream| CoalescedWrites::new(Logged { stream, writes: logged.clone() }));
-        tokio::spawn(Server::builder().add_service(Answer).serve_with_incoming(incoming));
+        tokio::spawn(Server::builder().add_service(RawAnswer(answer)).serve_with_incoming(incoming));
         let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
         let mut client = tonic::client::Grpc::new(channel);
-        let path = http::uri::PathAndQuery::from_static("/test.Answer/Answer");
 
         // The first call also carries the connection's settings.
-        client.ready().await.unwrap();
-        client.unary::<_, Vec<u8>, _>(Request::new(vec![0, 0]), path.clone(), RawBytes).await.unwrap();
+        raw_service::call(&mut client, vec![0, 0]).await;
         for len in [16u16, 300, 400, 900] {
             client.ready().await.unwrap();
             writes.lock().unwrap().clear();
-            let answer = client.unary(Request::new(len.to_le_bytes().to_vec()), path.clone(), RawBytes).await.unwrap();
-            assert_eq!(answer.into_inner().len(), usize::from(len));
+            let answer = raw_service::call(&mut client, len.to_le_bytes().to_vec()).await;
+            assert_eq!(answer.len(), usize::from(len));
             let writes = writes.lock().unwrap().clone();
             // HEADERS, DATA (gRPC's 5-byte prefix and the answer) and the trailers.
             assert_eq!(writes.len(), 1, "an answer of {len} bytes left in writes of {writes:?} bytes");

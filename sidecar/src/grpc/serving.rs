@@ -1,0 +1,211 @@
+//! Serving threads: each gRPC connection is served by one thread for its whole life.
+//!
+//! On a work-stealing runtime one send crossed threads twice: the connection's task read the
+//! request on one worker, the call's task was stolen by the other, and its answer went back
+//! through h2's shared connection state and a wake-up of the first worker. On 2 vCPUs shared with
+//! the clients, those hand-offs cost about as much as the sends themselves: one producer
+//! connection published 240–290k msgs/s on a two-worker runtime and 380–430k with everything on
+//! one thread, at less broker CPU (BENCHMARKS.md, "Changes measured").
+//!
+//! So a connection — its HTTP/2 task and the tasks of its calls — lives on one thread with a
+//! single-threaded runtime of its own, and connections spread over the threads (the one with the
+//! fewest open connections takes the next), so the broker still uses every core once it has as
+//! many connections. This is how Envoy and thread-per-core brokers serve. Work that is no
+//! connection's own (accepting, `/metrics`, checkpoints, timers) runs on the main runtime.
+//!
+//! ```text
+//!   listener ──accept (main runtime)──► fewest open ──► weir-serve-0: [conn A] [conn C]
+//!                                                  └──► weir-serve-1: [conn B]
+//!   a thread runs its connections' HTTP/2 tasks and the calls they start, nothing else
+//! ```
+
+use std::io;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::server::{Router, TcpIncoming};
+
+use crate::grpc::socket::CoalescedWrites;
+
+/// How long accepting pauses after the listener failed (out of file descriptors, say), so a
+/// failure that lasts does not spin a core.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The serving threads of one listener.
+pub struct ServingThreads {
+    threads: Vec<ServingThread>,
+}
+
+/// One thread and what the acceptor knows of it.
+struct ServingThread {
+    /// Accepted connections for it to serve.
+    connections: mpsc::UnboundedSender<std::net::TcpStream>,
+    /// Its connections that are open.
+    open: Arc<AtomicUsize>,
+    /// Its server's outcome, once it stopped.
+    done: oneshot::Receiver<Result<(), tonic::transport::Error>>,
+}
+
+impl ServingThreads {
+    /// Starts `count` threads, each serving `router`'s services until `stop` turns true; then each
+    /// lets its connections finish their calls (HTTP/2 GOAWAY) and ends.
+    pub fn start(count: NonZeroUsize, router: &Router, stop: &watch::Receiver<bool>) -> io::Result<Self> {
+        let threads = (0..count.get())
+            .map(|n| {
+                let (connections, accepted) = mpsc::unbounded_channel();
+                let (report, done) = oneshot::channel();
+                let open = Arc::new(AtomicUsize::new(0));
+                let (router, mut stop, counted) = (router.clone(), stop.clone(), open.clone());
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                std::thread::Builder::new().name(format!("weir-serve-{n}")).spawn(move || {
+                    let incoming = UnboundedReceiverStream::new(accepted).map(move |socket: std::net::TcpStream| {
+                        let socket = TcpStream::from_std(socket)?;
+                        // Counted in by the acceptor.
+                        Ok::<_, io::Error>(CoalescedWrites::new(socket).counted(OpenConnection(counted.clone())))
+                    });
+                    let served = runtime.block_on(router.serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    }));
+                    let _ = report.send(served);
+                })?;
+                Ok(ServingThread { connections, open, done })
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Self { threads })
+    }
+
+    /// Accepts connections on `incoming` and hands each to the thread with the fewest open ones,
+    /// until `stop` turns true; then waits for every thread to finish (the first failure is the
+    /// outcome).
+    pub async fn serve(
+        self,
+        mut incoming: TcpIncoming,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), tonic::transport::Error> {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => break,
+                accepted = incoming.next() => accepted,
+            };
+            match accepted {
+                Some(Ok(socket)) => self.hand_over(socket),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "accepting a gRPC connection failed");
+                    tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
+                }
+                None => break,
+            }
+        }
+        // Closes the listener now, so the kernel stops taking connections nobody will serve.
+        drop(incoming);
+        let mut outcome = Ok(());
+        for thread in self.threads {
+            drop(thread.connections);
+            // A thread that is gone without a report panicked; its panic was printed.
+            if let Ok(Err(e)) = thread.done.await
+                && outcome.is_ok()
+            {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+
+    /// Moves `socket` to the least busy thread (it is re-registered with that thread's runtime).
+    fn hand_over(&self, socket: TcpStream) {
+        // A thread whose server ended (it can only panic before the stop) takes nothing more.
+        let serving = self.threads.iter().filter(|t| !t.connections.is_closed());
+        let Some(thread) = serving.min_by_key(|t| t.open.load(Ordering::Relaxed)) else {
+            tracing::error!("no serving thread is left: the gRPC connection is closed unserved");
+            return;
+        };
+        match socket.into_std() {
+            Ok(socket) => {
+                thread.open.fetch_add(1, Ordering::Relaxed);
+                if thread.connections.send(socket).is_err() {
+                    // The thread has ended (shutting down): the connection closes unserved.
+                    thread.open.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "handing over an accepted gRPC connection failed"),
+        }
+    }
+}
+
+/// Counts a connection among its thread's open ones until the connection is dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+    use tonic::transport::{Channel, Server};
+
+    use super::*;
+    use crate::grpc::raw_service::{self, RawAnswer};
+
+    /// Answers with the name of the thread that ran the call.
+    fn thread_name(_: Vec<u8>) -> Vec<u8> {
+        std::thread::current().name().unwrap_or("unnamed").as_bytes().to_vec()
+    }
+
+    /// A new connection to the broker at `address`, and the serving thread each of `calls` calls
+    /// on it ran on (all of them, in order).
+    async fn connect(address: std::net::SocketAddr, calls: usize) -> (tonic::client::Grpc<Channel>, Vec<String>) {
+        let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.unwrap();
+        let mut client = tonic::client::Grpc::new(channel);
+        let mut threads = Vec::new();
+        for _ in 0..calls {
+            threads.push(String::from_utf8(raw_service::call(&mut client, Vec::new()).await).unwrap());
+        }
+        (client, threads)
+    }
+
+    /// Every call of a connection runs on the one serving thread the connection was given; a new
+    /// connection goes to the thread with the fewest open ones, which counts a closed connection
+    /// out; at the stop signal the threads end and `serve` answers.
+    #[tokio::test]
+    async fn a_connection_stays_on_one_thread_and_new_ones_go_to_the_least_busy() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop_tx, stop) = watch::channel(false);
+        let router = Server::builder().add_service(RawAnswer(thread_name));
+        let threads = ServingThreads::start(NonZeroUsize::new(2).unwrap(), &router, &stop).unwrap();
+        let open: Vec<_> = threads.threads.iter().map(|t| t.open.clone()).collect();
+        let serving = tokio::spawn(threads.serve(TcpIncoming::from(listener), stop.clone()));
+
+        let (first, on_first) = connect(address, 20).await;
+        assert!(on_first[0].starts_with("weir-serve-"), "{on_first:?}");
+        assert!(on_first.iter().all(|t| *t == on_first[0]), "one connection, several threads: {on_first:?}");
+        let (second, on_second) = connect(address, 20).await;
+        assert!(on_second.iter().all(|t| *t == on_second[0]), "{on_second:?}");
+        assert_ne!(on_first[0], on_second[0], "the second connection went to the busy thread");
+
+        drop(second);
+        let freed: usize = on_second[0].trim_start_matches("weir-serve-").parse().unwrap();
+        let mut waited = 0;
+        while open[freed].load(Ordering::Relaxed) != 0 {
+            assert!(waited < 500, "the closed connection is still counted after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let (_third, on_third) = connect(address, 5).await;
+        assert_eq!(on_third[0], on_second[0], "the third connection did not go to the freed thread");
+
+        drop(first);
+        stop_tx.send(true).unwrap();
+        serving.await.unwrap().unwrap();
+    }
+}
