@@ -33,8 +33,9 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WEIR_LOG_FORMAT", global = true)]
     log_format: LogFormat,
-    /// Threads serving requests (the commit-log writer has its own). Default: one per CPU the
-    /// process may use (its cgroup CPU limit included).
+    /// Threads serving gRPC connections; each connection stays on one (the commit-log writer and
+    /// the background work have their own). Default: one per CPU the process may use (its cgroup
+    /// CPU limit included).
     #[arg(long, env = "WEIR_WORKER_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
     #[command(subcommand)]
