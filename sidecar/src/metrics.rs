@@ -59,6 +59,8 @@ pub struct Metrics {
     pub recovery_replayed: prometheus::IntGauge,
     /// How long opening the store (recovery included) took when this process started.
     pub recovery_seconds: prometheus::Gauge,
+    /// Open gRPC connections, by the serving thread that serves them (`grpc::serving`).
+    pub grpc_connections: IntGaugeVec,
 }
 
 const BYTES_BUCKETS: [f64; 7] = [1024.0, 4096.0, 16384.0, 65536.0, 524288.0, 1048576.0, 4194304.0];
@@ -153,6 +155,17 @@ impl Metrics {
                     skipped: passes.with_label_values(&["skipped"]),
                 }
             },
+            grpc_connections: registered(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "weir_grpc_connections",
+                        "Open gRPC connections, by the serving thread that serves them.",
+                    ),
+                    &["thread"],
+                )
+                .expect("valid gauge"),
+            ),
             recovery_replayed: registered(
                 &registry,
                 prometheus::IntGauge::new(

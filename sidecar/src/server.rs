@@ -256,8 +256,8 @@ pub async fn start(
         .add_service(AdminServer::with_interceptor(AdminService::new(broker.clone()), move |req| {
             admin_access(admin_acl.as_deref(), req)
         }));
-    let threads =
-        ServingThreads::start(options.serving_threads, &router, &stop_rx).context("starting the serving threads")?;
+    let threads = ServingThreads::start(options.serving_threads, &router, &stop_rx, &metrics.grpc_connections)
+        .context("starting the serving threads")?;
     let grpc = tokio::spawn(threads.serve(incoming, stop_rx.clone()));
     let metrics_task = tokio::spawn(serve_metrics(
         metrics_listener,

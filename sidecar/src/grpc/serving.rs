@@ -21,11 +21,10 @@
 
 use std::io;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus::{IntGauge, IntGaugeVec};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -46,21 +45,27 @@ pub struct ServingThreads {
 struct ServingThread {
     /// Accepted connections for it to serve.
     connections: mpsc::UnboundedSender<std::net::TcpStream>,
-    /// Its connections that are open.
-    open: Arc<AtomicUsize>,
+    /// Its connections that are open (exported as `weir_grpc_connections{thread}`).
+    open: IntGauge,
     /// Its server's outcome, once it stopped.
     done: oneshot::Receiver<Result<(), tonic::transport::Error>>,
 }
 
 impl ServingThreads {
     /// Starts `count` threads, each serving `router`'s services until `stop` turns true; then each
-    /// lets its connections finish their calls (HTTP/2 GOAWAY) and ends.
-    pub fn start(count: NonZeroUsize, router: &Router, stop: &watch::Receiver<bool>) -> io::Result<Self> {
+    /// lets its connections finish their calls (HTTP/2 GOAWAY) and ends. Each thread's open
+    /// connections are counted in `open_connections`, labelled with its number.
+    pub fn start(
+        count: NonZeroUsize,
+        router: &Router,
+        stop: &watch::Receiver<bool>,
+        open_connections: &IntGaugeVec,
+    ) -> io::Result<Self> {
         let threads = (0..count.get())
             .map(|n| {
                 let (connections, accepted) = mpsc::unbounded_channel();
                 let (report, done) = oneshot::channel();
-                let open = Arc::new(AtomicUsize::new(0));
+                let open = open_connections.with_label_values(&[n.to_string()]);
                 let (router, mut stop, counted) = (router.clone(), stop.clone(), open.clone());
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 std::thread::Builder::new().name(format!("weir-serve-{n}")).spawn(move || {
@@ -121,16 +126,16 @@ impl ServingThreads {
     fn hand_over(&self, socket: TcpStream) {
         // A thread whose server ended (it can only panic before the stop) takes nothing more.
         let serving = self.threads.iter().filter(|t| !t.connections.is_closed());
-        let Some(thread) = serving.min_by_key(|t| t.open.load(Ordering::Relaxed)) else {
+        let Some(thread) = serving.min_by_key(|t| t.open.get()) else {
             tracing::error!("no serving thread is left: the gRPC connection is closed unserved");
             return;
         };
         match socket.into_std() {
             Ok(socket) => {
-                thread.open.fetch_add(1, Ordering::Relaxed);
+                thread.open.inc();
                 if thread.connections.send(socket).is_err() {
                     // The thread has ended (shutting down): the connection closes unserved.
-                    thread.open.fetch_sub(1, Ordering::Relaxed);
+                    thread.open.dec();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "handing over an accepted gRPC connection failed"),
@@ -140,11 +145,11 @@ impl ServingThreads {
 
 /// Counts a connection among its thread's open ones until the connection is dropped.
 #[derive(Debug)]
-pub struct OpenConnection(Arc<AtomicUsize>);
+pub struct OpenConnection(IntGauge);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
@@ -182,7 +187,8 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let (stop_tx, stop) = watch::channel(false);
         let router = Server::builder().add_service(RawAnswer(thread_name));
-        let threads = ServingThreads::start(NonZeroUsize::new(2).unwrap(), &router, &stop).unwrap();
+        let gauges = IntGaugeVec::new(prometheus::Opts::new("connections", "open connections"), &["thread"]).unwrap();
+        let threads = ServingThreads::start(NonZeroUsize::new(2).unwrap(), &router, &stop, &gauges).unwrap();
         let open: Vec<_> = threads.threads.iter().map(|t| t.open.clone()).collect();
         let serving = tokio::spawn(threads.serve(TcpIncoming::from(listener), stop.clone()));
 
@@ -192,11 +198,13 @@ mod tests {
         let (second, on_second) = connect(address, 20).await;
         assert!(on_second.iter().all(|t| *t == on_second[0]), "{on_second:?}");
         assert_ne!(on_first[0], on_second[0], "the second connection went to the busy thread");
+        let exported = |thread: &str| gauges.with_label_values(&[thread]).get();
+        assert_eq!((exported("0"), exported("1")), (1, 1), "weir_grpc_connections counts one on each thread");
 
         drop(second);
         let freed: usize = on_second[0].trim_start_matches("weir-serve-").parse().unwrap();
         let mut waited = 0;
-        while open[freed].load(Ordering::Relaxed) != 0 {
+        while open[freed].get() != 0 {
             assert!(waited < 500, "the closed connection is still counted after 5 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
             waited += 1;
