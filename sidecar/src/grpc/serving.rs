@@ -124,7 +124,7 @@ impl ServingThreads {
 
     /// Moves `socket` to the least busy thread (it is re-registered with that thread's runtime).
     fn hand_over(&self, socket: TcpStream) {
-        // A thread whose server ended (it can only panic before the stop) takes nothing more.
+        // A thread whose server ended takes nothing more (before the stop, only a panic ends one).
         let serving = self.threads.iter().filter(|t| !t.connections.is_closed());
         let Some(thread) = serving.min_by_key(|t| t.open.get()) else {
             tracing::error!("no serving thread is left: the gRPC connection is closed unserved");
