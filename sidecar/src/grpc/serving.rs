@@ -189,7 +189,6 @@ mod tests {
         let router = Server::builder().add_service(RawAnswer(thread_name));
         let gauges = IntGaugeVec::new(prometheus::Opts::new("connections", "open connections"), &["thread"]).unwrap();
         let threads = ServingThreads::start(NonZeroUsize::new(2).unwrap(), &router, &stop, &gauges).unwrap();
-        let open: Vec<_> = threads.threads.iter().map(|t| t.open.clone()).collect();
         let serving = tokio::spawn(threads.serve(TcpIncoming::from(listener), stop.clone()));
 
         let (first, on_first) = connect(address, 20).await;
@@ -198,13 +197,13 @@ mod tests {
         let (second, on_second) = connect(address, 20).await;
         assert!(on_second.iter().all(|t| *t == on_second[0]), "{on_second:?}");
         assert_ne!(on_first[0], on_second[0], "the second connection went to the busy thread");
-        let exported = |thread: &str| gauges.with_label_values(&[thread]).get();
-        assert_eq!((exported("0"), exported("1")), (1, 1), "weir_grpc_connections counts one on each thread");
+        let open = |thread: &str| gauges.with_label_values(&[thread]).get();
+        assert_eq!((open("0"), open("1")), (1, 1), "weir_grpc_connections counts one on each thread");
 
         drop(second);
-        let freed: usize = on_second[0].trim_start_matches("weir-serve-").parse().unwrap();
+        let freed = on_second[0].trim_start_matches("weir-serve-");
         let mut waited = 0;
-        while open[freed].get() != 0 {
+        while open(freed) != 0 {
             assert!(waited < 500, "the closed connection is still counted after 5 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
             waited += 1;
