@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,7 +24,7 @@ use crate::grpc::Messaging;
 use crate::grpc::admin::{AdminService, admin_access};
 use crate::grpc::forward::{Directory, Peers};
 use crate::grpc::route::Advertised;
-use crate::grpc::serving::ServingThreads;
+use crate::grpc::serving::{Serving, ServingThreads};
 use crate::metrics::Metrics;
 use crate::standalone::Declared;
 use crate::state::BrokerState;
@@ -97,7 +96,7 @@ pub struct ServerOptions {
     /// Other brokers by id (`host:port`), for forwarding requests to their owner.
     pub peers: std::collections::HashMap<u32, String>,
     /// Threads serving gRPC connections (each connection stays on one; see `grpc::serving`).
-    pub serving_threads: NonZeroUsize,
+    pub serving: Serving,
     /// Kubernetes mode: the view of the cluster this pod keeps up to date. The broker reports
     /// itself healthy (ready) only once the view is complete.
     pub cluster: Option<Arc<ClusterView>>,
@@ -256,7 +255,7 @@ pub async fn start(
         .add_service(AdminServer::with_interceptor(AdminService::new(broker.clone()), move |req| {
             admin_access(admin_acl.as_deref(), req)
         }));
-    let threads = ServingThreads::start(options.serving_threads, &router, &stop_rx, &metrics.grpc_connections)
+    let threads = ServingThreads::start(options.serving, &router, &stop_rx, &metrics.grpc_connections)
         .context("starting the serving threads")?;
     let grpc = tokio::spawn(threads.serve(incoming, stop_rx.clone()));
     let metrics_task = tokio::spawn(serve_metrics(

@@ -17,6 +17,7 @@ use weir_sidecar::acl::Acl;
 use weir_sidecar::broker::BrokerConfig;
 use weir_sidecar::catalog::CatalogOptions;
 use weir_sidecar::cluster::{ClusterView, PodIdentity};
+use weir_sidecar::grpc::serving::{SchedulingPolicy, Serving};
 use weir_sidecar::server::{self, ServerOptions};
 use weir_sidecar::standalone;
 use weir_sidecar::storage::{Durability, Retention};
@@ -38,6 +39,11 @@ struct Cli {
     /// CPU limit included).
     #[arg(long, env = "WEIR_WORKER_THREADS", global = true, value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: Option<u16>,
+    /// How the kernel schedules the serving threads: `batch` (SCHED_BATCH, a woken serving
+    /// thread does not preempt the running thread) or `inherited` (the policy the broker was
+    /// started with).
+    #[arg(long, value_enum, default_value_t = SchedulingArg::Batch, env = "WEIR_SERVING_SCHEDULING", global = true)]
+    serving_scheduling: SchedulingArg,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +52,23 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SchedulingArg {
+    /// SCHED_BATCH: wake-ups do not preempt.
+    Batch,
+    /// The policy the process was started with.
+    Inherited,
+}
+
+impl From<SchedulingArg> for SchedulingPolicy {
+    fn from(arg: SchedulingArg) -> Self {
+        match arg {
+            SchedulingArg::Batch => Self::Batch,
+            SchedulingArg::Inherited => Self::Inherited,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -266,7 +289,7 @@ impl BrokerArgs {
         retention: Retention,
         broker: BrokerConfig,
         has_peers: bool,
-        serving_threads: NonZeroUsize,
+        serving: Serving,
     ) -> Result<ServerOptions> {
         let tls = self.tls()?;
         Ok(ServerOptions {
@@ -288,13 +311,13 @@ impl BrokerArgs {
             broker: BrokerConfig { client_ttl: duration("client-ttl", &self.client_ttl)?, ..broker },
             declared: Default::default(),
             peers: Default::default(),
-            serving_threads,
+            serving,
             cluster: None,
         })
     }
 }
 
-async fn standalone(args: StandaloneArgs, serving_threads: NonZeroUsize) -> Result<()> {
+async fn standalone(args: StandaloneArgs, serving: Serving) -> Result<()> {
     let declared = standalone::load(&args.files)?;
     let retention_time = match &args.retention_time {
         Some(v) => duration("retention-time", v)?,
@@ -319,7 +342,7 @@ async fn standalone(args: StandaloneArgs, serving_threads: NonZeroUsize) -> Resu
         },
         declared,
         peers: args.peers.iter().cloned().collect(),
-        ..args.broker.options(retention, broker, !args.peers.is_empty(), serving_threads)?
+        ..args.broker.options(retention, broker, !args.peers.is_empty(), serving)?
     };
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let topics = options.declared.topics.len();
@@ -336,7 +359,7 @@ async fn standalone(args: StandaloneArgs, serving_threads: NonZeroUsize) -> Resu
     done.await
 }
 
-async fn kubernetes(args: KubernetesArgs, serving_threads: NonZeroUsize) -> Result<()> {
+async fn kubernetes(args: KubernetesArgs, serving: Serving) -> Result<()> {
     let me = PodIdentity::new(&args.pod_name, &args.topic, &args.namespace, &args.cluster_domain)
         .map_err(|e| anyhow::anyhow!("{e} (set --pod-name/POD_NAME from the downward API)"))?;
     let client = kube::Client::try_default()
@@ -351,7 +374,7 @@ async fn kubernetes(args: KubernetesArgs, serving_threads: NonZeroUsize) -> Resu
         advertise_host: Some(host.clone()),
         catalog: CatalogOptions { auto_create_topics: false, auto_create_groups: false, ..CatalogOptions::default() },
         cluster: Some(view.clone()),
-        ..args.broker.options(retention, broker, true, serving_threads)?
+        ..args.broker.options(retention, broker, true, serving)?
     };
     let scheme = if options.tls.is_some() { "https" } else { "http" };
     let (running, done) = server::start(options, shutdown_signal()).await?;
@@ -376,19 +399,20 @@ const BACKGROUND_THREADS: usize = 2;
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let serving_threads = match cli.worker_threads {
+    let threads = match cli.worker_threads {
         Some(threads) => NonZeroUsize::new(threads.into()).unwrap_or(NonZeroUsize::MIN),
         None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
     };
+    let serving = Serving { threads, policy: cli.serving_scheduling.into() };
     // The connections are served on threads of their own (`grpc::serving`); this runtime runs
     // the rest (accepting, /metrics, checkpoints, timers), which is light.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.worker_threads(serving_threads.get().min(BACKGROUND_THREADS));
+    runtime.worker_threads(threads.get().min(BACKGROUND_THREADS));
     let result = runtime.enable_all().build().context("starting the async runtime").and_then(|runtime| {
         runtime.block_on(async {
             match cli.command {
-                Command::Standalone(args) => standalone(args, serving_threads).await,
-                Command::Kubernetes(args) => kubernetes(args, serving_threads).await,
+                Command::Standalone(args) => standalone(args, serving).await,
+                Command::Kubernetes(args) => kubernetes(args, serving).await,
             }
         })
     });
