@@ -95,7 +95,8 @@ pub struct ServerOptions {
     pub declared: Declared,
     /// Other brokers by id (`host:port`), for forwarding requests to their owner.
     pub peers: std::collections::HashMap<u32, String>,
-    /// Threads serving gRPC connections (each connection stays on one; see `grpc::serving`).
+    /// The threads serving gRPC connections, how many and how they are scheduled (each
+    /// connection stays on one; see `grpc::serving`).
     pub serving: Serving,
     /// Kubernetes mode: the view of the cluster this pod keeps up to date. The broker reports
     /// itself healthy (ready) only once the view is complete.
@@ -255,6 +256,7 @@ pub async fn start(
         .add_service(AdminServer::with_interceptor(AdminService::new(broker.clone()), move |req| {
             admin_access(admin_acl.as_deref(), req)
         }));
+    tracing::info!(threads = options.serving.threads, policy = ?options.serving.policy, "serving gRPC connections");
     let threads = ServingThreads::start(options.serving, &router, &stop_rx, &metrics.grpc_connections)
         .context("starting the serving threads")?;
     let grpc = tokio::spawn(threads.serve(incoming, stop_rx.clone()));

@@ -24,7 +24,8 @@
 //! block or use up its slice. Two serving threads each half busy sleep and wake thousands of
 //! times a second; woken with the normal policy, each wake-up preempted whatever ran, the client
 //! on the same node included (its involuntary context switches fell from 1,561/s to 141/s, and
-//! publishing and consuming together went from 206–213k to 223–235k msgs/s, BENCHMARKS.md).
+//! publishing and consuming together went from 193–214k to 212–228k msgs/s consumed in
+//! interleaved runs, BENCHMARKS.md "Changes measured").
 
 use std::io;
 use std::num::NonZeroUsize;
