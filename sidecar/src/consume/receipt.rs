@@ -25,13 +25,21 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// The handle string.
+    /// The handle string. Built digit by digit rather than with `write!`: every delivered message
+    /// gets one, and built with `write!` it took about a tenth of a receive's broker CPU (12% of
+    /// `receive_message`'s samples under pubsub).
     pub fn encode(&self) -> String {
-        use std::fmt::Write as _;
-        let mut handle = String::with_capacity(64);
-        let _ = write!(handle, "1-{:x}-{:x}-{:x}-{:x}", self.broker, self.partition, self.offset, self.generation);
+        // "1-" + four fields of up to 16 digits with their dashes + "-" + 8 check digits.
+        let mut handle = String::with_capacity(2 + 4 * 17 + 9);
+        handle.push('1');
+        for field in [self.broker.into(), self.partition.into(), self.offset, self.generation] {
+            handle.push('-');
+            let digits = (u64::BITS - field.leading_zeros()).div_ceil(4).max(1);
+            push_hex_digits(&mut handle, field, digits);
+        }
         let check = crc32c::crc32c(handle.as_bytes());
-        let _ = write!(handle, "-{check:08x}");
+        handle.push('-');
+        push_hex_digits(&mut handle, check.into(), 8);
         handle
     }
 
@@ -59,6 +67,13 @@ impl Receipt {
     }
 }
 
+/// Appends the lowest `digits` hex digits of `value`, most significant first, in lower case.
+fn push_hex_digits(out: &mut String, value: u64, digits: u32) {
+    for shift in (0..digits).rev() {
+        out.push(char::from(b"0123456789abcdef"[(value >> (shift * 4)) as usize & 0xf]));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -72,10 +87,26 @@ mod tests {
             prop_assert_eq!(Receipt::parse(&r.encode()), Some(r));
         }
 
+        /// The handle is exactly the layout above (clients store it; old handles must keep
+        /// parsing): lower-case hex without leading zeros, the check zero-padded to 8 digits.
+        #[test]
+        fn encodes_the_documented_layout(broker in any::<u32>(), partition in any::<u32>(), offset in any::<u64>(), generation in any::<u64>()) {
+            let body = format!("1-{broker:x}-{partition:x}-{offset:x}-{generation:x}");
+            let expected = format!("{body}-{:08x}", crc32c::crc32c(body.as_bytes()));
+            prop_assert_eq!(Receipt { broker, partition, offset, generation }.encode(), expected);
+        }
+
         #[test]
         fn garbage_never_parses_or_panics(s in "\\PC{0,80}") {
             let _ = Receipt::parse(&s);
         }
+    }
+
+    #[test]
+    fn a_zero_field_is_one_digit() {
+        let h = Receipt { broker: 0, partition: 3, offset: 77, generation: 0 }.encode();
+        assert!(h.starts_with("1-0-3-4d-0-"), "{h}");
+        assert_eq!(h.len(), "1-0-3-4d-0-".len() + 8);
     }
 
     #[test]
