@@ -17,7 +17,7 @@ use weir_proto::rocketmq::v2 as pb;
 use weir_proto::rocketmq::v2::messaging_service_client::MessagingServiceClient;
 use weir_sidecar::broker::BrokerConfig;
 use weir_sidecar::catalog::{CatalogOptions, MessageType, TopicConfig};
-use weir_sidecar::grpc::serving::{SchedulingPolicy, Serving};
+use weir_sidecar::grpc::serving::Serving;
 use weir_sidecar::server::{self, ServerOptions};
 use weir_sidecar::standalone::Declared;
 use weir_sidecar::storage::{Durability, Retention};
@@ -95,10 +95,7 @@ async fn main() {
         min_free_bytes: 64 << 20,
         tls: None,
         peer_tls: None,
-        serving: Serving {
-            threads: std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN),
-            policy: SchedulingPolicy::Batch,
-        },
+        serving: Serving::default(),
         acl: None,
         async_flush_interval: Duration::from_millis(200),
         retention: Retention::default(),

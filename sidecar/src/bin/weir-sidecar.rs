@@ -42,8 +42,8 @@ struct Cli {
     /// How the kernel schedules the serving threads: `batch` (SCHED_BATCH, a woken serving
     /// thread does not preempt the running thread) or `inherited` (the policy the broker was
     /// started with).
-    #[arg(long, value_enum, default_value_t = SchedulingArg::Batch, env = "WEIR_SERVING_SCHEDULING", global = true)]
-    serving_scheduling: SchedulingArg,
+    #[arg(long, value_enum, default_value_t = SchedulingPolicy::Batch, env = "WEIR_SERVING_SCHEDULING", global = true)]
+    serving_scheduling: SchedulingPolicy,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,23 +52,6 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum SchedulingArg {
-    /// SCHED_BATCH: wake-ups do not preempt.
-    Batch,
-    /// The policy the process was started with.
-    Inherited,
-}
-
-impl From<SchedulingArg> for SchedulingPolicy {
-    fn from(arg: SchedulingArg) -> Self {
-        match arg {
-            SchedulingArg::Batch => Self::Batch,
-            SchedulingArg::Inherited => Self::Inherited,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -399,15 +382,14 @@ const BACKGROUND_THREADS: usize = 2;
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let threads = match cli.worker_threads {
-        Some(threads) => NonZeroUsize::new(threads.into()).unwrap_or(NonZeroUsize::MIN),
-        None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
-    };
-    let serving = Serving { threads, policy: cli.serving_scheduling.into() };
+    let mut serving = Serving { policy: cli.serving_scheduling, ..Serving::default() };
+    if let Some(threads) = cli.worker_threads.and_then(|t| NonZeroUsize::new(t.into())) {
+        serving.threads = threads;
+    }
     // The connections are served on threads of their own (`grpc::serving`); this runtime runs
     // the rest (accepting, /metrics, checkpoints, timers), which is light.
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.worker_threads(threads.get().min(BACKGROUND_THREADS));
+    runtime.worker_threads(serving.threads.get().min(BACKGROUND_THREADS));
     let result = runtime.enable_all().build().context("starting the async runtime").and_then(|runtime| {
         runtime.block_on(async {
             match cli.command {

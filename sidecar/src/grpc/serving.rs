@@ -44,8 +44,8 @@ use crate::grpc::socket::CoalescedWrites;
 /// failure that lasts does not spin a core.
 const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
-/// How the kernel schedules the serving threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the kernel schedules the serving threads (also the values of `--serving-scheduling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum SchedulingPolicy {
     /// `SCHED_BATCH` (their nice value stays): a woken serving thread does not preempt the
     /// running one. Serving is throughput work done in batches, and a preemption for every
@@ -88,6 +88,15 @@ pub struct Serving {
     pub threads: NonZeroUsize,
     /// Their scheduling policy.
     pub policy: SchedulingPolicy,
+}
+
+impl Default for Serving {
+    /// One thread per CPU the process may use (its cgroup's CPU limit included), under the
+    /// default policy.
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN);
+        Self { threads, policy: SchedulingPolicy::default() }
+    }
 }
 
 /// The serving threads of one listener.
@@ -233,10 +242,6 @@ mod tests {
         after_name.split_whitespace().nth(41 - 3).unwrap().as_bytes().to_vec()
     }
 
-    fn two_threads(policy: SchedulingPolicy) -> Serving {
-        Serving { threads: NonZeroUsize::new(2).unwrap(), policy }
-    }
-
     /// Serves `answer` on two threads under `policy` until the returned sender says stop.
     async fn start(
         answer: fn(Vec<u8>) -> Vec<u8>,
@@ -247,7 +252,8 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let (stop_tx, stop) = watch::channel(false);
         let router = Server::builder().add_service(RawAnswer(answer));
-        let threads = ServingThreads::start(two_threads(policy), &router, &stop, gauges).unwrap();
+        let serving = Serving { threads: NonZeroUsize::new(2).unwrap(), policy };
+        let threads = ServingThreads::start(serving, &router, &stop, gauges).unwrap();
         (address, stop_tx, tokio::spawn(threads.serve(TcpIncoming::from(listener), stop)))
     }
 
