@@ -253,8 +253,6 @@ pub struct StoreMetrics {
     commit_async: prometheus::Histogram,
     /// Bytes of synced log let go of from the page cache behind the cache window.
     pub cache_released_bytes: prometheus::IntCounter,
-    /// Groups written to the commit log, one write each.
-    pub groups: prometheus::IntCounter,
 }
 
 /// From 100 µs (a write to the page cache) to 1 s (a stalled disk).
@@ -278,12 +276,7 @@ impl Default for StoreMetrics {
             "Bytes of synced commit log let go of from the page cache, more than the log cache window behind the newest data",
         )
         .expect("valid counter");
-        let groups = prometheus::IntCounter::new(
-            "weir_store_groups_total",
-            "Groups the group commit wrote to the commit log, one write each (appends per group: the count of weir_store_commit_seconds over this)",
-        )
-        .expect("valid counter");
-        Self { fsync_seconds, commit_seconds, commit_sync, commit_async, cache_released_bytes, groups }
+        Self { fsync_seconds, commit_seconds, commit_sync, commit_async, cache_released_bytes }
     }
 }
 
@@ -292,8 +285,7 @@ impl StoreMetrics {
     pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
         registry.register(Box::new(self.fsync_seconds.clone()))?;
         registry.register(Box::new(self.commit_seconds.clone()))?;
-        registry.register(Box::new(self.cache_released_bytes.clone()))?;
-        registry.register(Box::new(self.groups.clone()))
+        registry.register(Box::new(self.cache_released_bytes.clone()))
     }
 
     fn observe_fsync(&self, d: Duration) {
@@ -579,11 +571,7 @@ impl Store {
         // Written here (or by whoever holds the writer); the writer thread runs the fdatasync a
         // Sync append waits for, or starts its flush timer. Once it has stopped, the append was
         // refused anyway, so a failed wake-up changes nothing.
-        self.committer.queue(Append { records, durability, reply });
-        // The other requests this thread has ready to run queue theirs first, and one of them
-        // writes the lot: one group, one `pwrite` and one publication for all of them.
-        tokio::task::yield_now().await;
-        if self.committer.commit_waiting() {
+        if self.committer.append(Append { records, durability, reply }) {
             let _ = self.send(Command::Wake);
         }
         let appended = rx.await.map_err(|_| self.closed_error())??;

@@ -5,16 +5,9 @@
 //! and issues one `pwrite`. Under load the groups grow by themselves, so the cost of a write and
 //! of an fdatasync is shared by many messages; at low load a lone message is written at once.
 //!
-//! A caller queues its append and lets the other tasks its thread has ready run first (one
-//! `yield_now`) before it looks for the writer: the requests a serving thread took off its
-//! connections in one turn then queue theirs too, and the first to look writes them all. Without
-//! it each request wrote its own group: 27,000 `pwrite`s a second under pubsub load (sends of 16
-//! messages, acknowledgements, and their index runs), 4,800 with it.
-//!
 //! ```text
-//!  appends ──► waiting queue ──► [ after one yield, written on the caller's own thread by
-//!                                  whichever caller finds the writer free; it takes the whole
-//!                                  queue, a group at a time ]
+//!  appends ──► waiting queue ──► [ written on the caller's own thread by whichever caller finds
+//!                                  the writer free; it takes the whole queue, a group at a time ]
 //!                                        │ groups in log order
 //!                                        ▼
 //!                                  publisher (publisher.rs) ──► index entries, state, answers
@@ -159,18 +152,18 @@ impl Committer {
         Self { inner, writer: Mutex::new(writer), waiting: Mutex::new(Vec::new()), publisher, limit }
     }
 
-    /// Queues an append, to be written by the next [`Self::commit_waiting`] (this caller's or
-    /// anyone's).
-    pub(crate) fn queue(&self, append: Append) {
+    /// Queues an append and, unless another thread is writing (it will take this one too), writes
+    /// everything queued on this thread. Returns whether the writer thread must now be woken: a
+    /// group waits for its fdatasync, or the flush timer must start (see [`Command::Wake`]).
+    pub(crate) fn append(&self, append: Append) -> bool {
         self.waiting.lock().push(append);
+        self.commit_waiting()
     }
 
-    /// Writes the queue while this thread can take the writer. Returns whether the writer thread
-    /// must now be woken: a group waits for its fdatasync, or the flush timer must start (see
-    /// [`Command::Wake`]). The holder of the writer always looks at the queue again after letting
-    /// go, so an append queued while it held the writer (whose own attempt found it taken) is
-    /// never left behind.
-    pub(crate) fn commit_waiting(&self) -> bool {
+    /// Writes the queue while this thread can take the writer. The holder of the writer always
+    /// looks at the queue again after letting go, so an append queued while it held the writer
+    /// (whose own attempt found it taken) is never left behind.
+    fn commit_waiting(&self) -> bool {
         let mut wake = false;
         loop {
             if self.waiting.lock().is_empty() {
@@ -493,7 +486,6 @@ impl Writer {
             }
             return None;
         }
-        self.inner.metrics.groups.inc();
         // The offsets are taken only now that the group is in the log.
         for (&key, (partition, _)) in &index_runs {
             self.next_offsets.insert(key, (partition.clone(), next_offsets[&key]));
