@@ -151,6 +151,49 @@ async fn append_read_and_restart() {
     assert_eq!(read_all(&store, "orders", 0).len(), 51);
 }
 
+/// Appends that are ready together on one thread (the requests a serving thread took off its
+/// connections in one turn) reach the log as one group: one write and one publication for all,
+/// each still answered with its own offsets. An append alone is still written at once.
+#[tokio::test]
+async fn appends_ready_together_are_written_as_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), Arc::new(AckCounter::default()));
+    let p = store.partition("orders", 0).unwrap();
+    let groups = || store.inner.metrics.groups.get();
+
+    // Eight appends of two messages (about 22 KiB together, under a group's limit here).
+    let chunks: Vec<Vec<u64>> = (0..8).map(|k| vec![2 * k, 2 * k + 1]).collect();
+    let answers = futures::future::join_all(chunks.iter().map(|c| append_chunk(&store, &p, c))).await;
+    assert_eq!(groups(), 1, "eight appends ready in the same turn share one write");
+    let offsets: Vec<u64> = answers.iter().flatten().map(|a| a.queue_offset).collect();
+    assert_eq!(offsets, (0..16).collect::<Vec<_>>(), "each append keeps its own offsets, in order");
+
+    append_chunk(&store, &p, &[16]).await;
+    assert_eq!(groups(), 2);
+    assert_eq!(read_all(&store, "orders", 0), (0..17).map(|n| message("orders", 0, n)).collect::<Vec<_>>());
+}
+
+/// The first append of a turn is the one that writes the turn's appends: if its task is dropped
+/// while it waits for the others, the appends staged behind it are written all the same.
+#[tokio::test]
+async fn appends_staged_behind_a_cancelled_one_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), Arc::new(AckCounter::default()));
+    let p = store.partition("orders", 0).unwrap();
+    let mut first = Box::pin(append_chunk(&store, &p, &[0]));
+    let mut second = Box::pin(append_chunk(&store, &p, &[1]));
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(first.as_mut().poll(&mut cx).is_pending(), "the first append yields");
+    assert!(second.as_mut().poll(&mut cx).is_pending(), "the second is staged behind it");
+    drop(first);
+    let appended = tokio::time::timeout(std::time::Duration::from_secs(10), second)
+        .await
+        .expect("the appends staged behind a dropped one are written");
+    assert_eq!(appended[0].queue_offset, 1);
+    assert_eq!(read_all(&store, "orders", 0), vec![message("orders", 0, 0), message("orders", 0, 1)]);
+}
+
 /// After a crash the last segment goes on with the zeros the zero-filler wrote ahead of the data
 /// under a Sync load: recovery takes them for the end of the data (no torn tail, nothing skipped,
 /// nothing past the data counted durable), appends continue into them, and a clean shutdown cuts

@@ -5,6 +5,9 @@
 //! and issues one `pwrite`. Under load the groups grow by themselves, so the cost of a write and
 //! of an fdatasync is shared by many messages; at low load a lone message is written at once.
 //!
+//! On the serving threads the appends of one turn arrive together (`staging`): the first of them
+//! queues them all at once, so a turn's sends and acknowledgements share a group.
+//!
 //! ```text
 //!  appends ──► waiting queue ──► [ written on the caller's own thread by whichever caller finds
 //!                                  the writer free; it takes the whole queue, a group at a time ]
@@ -101,7 +104,7 @@ pub(crate) struct Append {
 }
 
 impl Append {
-    fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.records.iter().map(|r| r.body.len() + HEADER_LEN).sum()
     }
 
@@ -152,18 +155,23 @@ impl Committer {
         Self { inner, writer: Mutex::new(writer), waiting: Mutex::new(Vec::new()), publisher, limit }
     }
 
-    /// Queues an append and, unless another thread is writing (it will take this one too), writes
-    /// everything queued on this thread. Returns whether the writer thread must now be woken: a
-    /// group waits for its fdatasync, or the flush timer must start (see [`Command::Wake`]).
-    pub(crate) fn append(&self, append: Append) -> bool {
+    /// Queues an append, to be written by the next [`Self::commit_waiting`] (this caller's or
+    /// anyone's).
+    pub(crate) fn queue(&self, append: Append) {
         self.waiting.lock().push(append);
-        self.commit_waiting()
     }
 
-    /// Writes the queue while this thread can take the writer. The holder of the writer always
-    /// looks at the queue again after letting go, so an append queued while it held the writer
-    /// (whose own attempt found it taken) is never left behind.
-    fn commit_waiting(&self) -> bool {
+    /// Queues appends, in order, under one lock.
+    pub(crate) fn queue_all(&self, appends: Vec<Append>) {
+        self.waiting.lock().extend(appends);
+    }
+
+    /// Writes the queue while this thread can take the writer. Returns whether the writer thread
+    /// must now be woken: a group waits for its fdatasync, or the flush timer must start (see
+    /// [`Command::Wake`]). The holder of the writer always looks at the queue again after letting
+    /// go, so an append queued while it held the writer (whose own attempt found it taken) is
+    /// never left behind.
+    pub(crate) fn commit_waiting(&self) -> bool {
         let mut wake = false;
         loop {
             if self.waiting.lock().is_empty() {
@@ -486,6 +494,7 @@ impl Writer {
             }
             return None;
         }
+        self.inner.metrics.groups.inc();
         // The offsets are taken only now that the group is in the log.
         for (&key, (partition, _)) in &index_runs {
             self.next_offsets.insert(key, (partition.clone(), next_offsets[&key]));

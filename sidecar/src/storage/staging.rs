@@ -1,0 +1,82 @@
+//! Turn-sized groups: the appends a serving thread hands in during one turn of its runtime go to
+//! the log as one group.
+//!
+//! A serving thread takes the requests that arrived on its connections in turns. Without
+//! staging, each send or acknowledgement found the writer free and wrote a group of its own:
+//! under pubsub load 27,000 `pwrite`s a second, each with its own publication. Staged, the first
+//! append of a turn yields once; the thread's other ready requests stage theirs behind it, and
+//! when it runs again it queues them all for the group commit (`writer`) in one go.
+//!
+//! ```text
+//!  one turn of a serving thread:
+//!    send A ──stage──► [A]         A is first: it yields
+//!    send B ──stage──► [A B]
+//!    ack  C ──stage──► [A B C]     (64 KiB staged: queued and written at once)
+//!    ... the thread's other ready tasks run ...
+//!    A runs again ──► queue [A B C] ──► group commit ──► one group, one publication
+//! ```
+//!
+//! Staging is per thread and only on current-thread runtimes (the serving threads'), where a
+//! task never moves: a group never waits for, or answers, another thread's requests, and a
+//! staged append is always written by its own thread. Elsewhere an append is queued and written
+//! at once. A turn's group is capped at [`TURN_GROUP_BYTES`]: larger groups lost throughput with
+//! several busy connections per thread (BENCHMARKS.md, "Changes measured").
+
+use std::cell::RefCell;
+
+use super::Store;
+use super::writer::Append;
+
+/// Staged bytes at which a turn's appends are written without waiting for the turn to end.
+const TURN_GROUP_BYTES: usize = 64 << 10;
+
+thread_local! {
+    /// Appends handed in on this thread during the current turn of its runtime, with their store.
+    static STAGED: RefCell<Vec<(usize, Append)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether the running task belongs to a current-thread runtime (the serving threads'), whose
+/// tasks never move to another thread.
+pub(super) fn on_current_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
+/// The first append staged on this thread for a store. Dropped (after its yield, or with its
+/// cancelled task), it queues and writes every append staged here for that store.
+pub(super) struct Staged<'a>(&'a Store);
+
+impl<'a> Staged<'a> {
+    /// Stages `append`; returns the guard if it is the first staged for `store` on this thread.
+    pub(super) fn stage(store: &'a Store, append: Append) -> Option<Self> {
+        let id = store.identity();
+        let (first, full) = STAGED.with_borrow_mut(|staged| {
+            let first = !staged.iter().any(|(s, _)| *s == id);
+            staged.push((id, append));
+            let bytes: usize = staged.iter().filter(|(s, _)| *s == id).map(|(_, a)| a.bytes()).sum();
+            (first, bytes >= TURN_GROUP_BYTES)
+        });
+        if full && !first {
+            write_staged(store);
+        }
+        first.then(|| Self(store))
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        write_staged(self.0);
+    }
+}
+
+/// Queues the appends staged on this thread for `store`, in order, and writes them.
+fn write_staged(store: &Store) {
+    let id = store.identity();
+    let mine: Vec<Append> = STAGED.with_borrow_mut(|staged| {
+        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(staged).into_iter().partition(|(s, _)| *s == id);
+        *staged = others;
+        mine.into_iter().map(|(_, append)| append).collect()
+    });
+    store.committer.queue_all(mine);
+    store.commit_waiting();
+}
