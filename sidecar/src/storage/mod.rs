@@ -254,7 +254,7 @@ pub struct StoreMetrics {
     commit_async: prometheus::Histogram,
     /// Bytes of synced log let go of from the page cache behind the cache window.
     pub cache_released_bytes: prometheus::IntCounter,
-    /// Groups written to the commit log, one write each.
+    /// Groups written to the commit log.
     pub groups: prometheus::IntCounter,
 }
 
@@ -281,7 +281,7 @@ impl Default for StoreMetrics {
         .expect("valid counter");
         let groups = prometheus::IntCounter::new(
             "weir_store_groups_total",
-            "Groups the group commit wrote to the commit log, one write each (appends per group: the count of weir_store_commit_seconds over this)",
+            "Groups the group commit wrote to the commit log (appends per group: the count of weir_store_commit_seconds over this)",
         )
         .expect("valid counter");
         Self { fsync_seconds, commit_seconds, commit_sync, commit_async, cache_released_bytes, groups }
