@@ -258,8 +258,8 @@ pub fn parse_file_name(path: &Path) -> Option<u64> {
 /// and on the build machine (a VM that hands free memory back to its host) those come from
 /// memory the host must fault in again: 400 MiB written in 32 KiB `pwrite`s took 0.10 s of CPU,
 /// in 128 KiB ones 0.46-1.5 s (five rounds each, alternating). Turn-sized groups (`staging`)
-/// lost a fifth with four producers until their writes were sliced; on other machines slices
-/// this long cost little more than one write.
+/// lost throughput with four producers (8-20%) until their writes were sliced; on other
+/// machines slices this long cost little more than one write.
 const WRITE_SLICE: usize = 32 << 10;
 
 /// Writes `buf` at `offset` in `pwrite`s of at most [`WRITE_SLICE`] bytes.

@@ -51,10 +51,12 @@ impl<'a> Staged<'a> {
     pub(super) fn stage(store: &'a Store, append: Append) -> Option<Self> {
         let id = store.identity();
         let (first, full) = STAGED.with_borrow_mut(|staged| {
-            let first = !staged.iter().any(|(s, _)| *s == id);
+            let (earlier, bytes) = staged
+                .iter()
+                .filter(|(s, _)| *s == id)
+                .fold((0, append.bytes()), |(n, bytes), (_, a)| (n + 1, bytes + a.bytes()));
             staged.push((id, append));
-            let bytes: usize = staged.iter().filter(|(s, _)| *s == id).map(|(_, a)| a.bytes()).sum();
-            (first, bytes >= TURN_GROUP_BYTES)
+            (earlier == 0, bytes >= TURN_GROUP_BYTES)
         });
         if full && !first {
             write_staged(store);

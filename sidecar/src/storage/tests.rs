@@ -152,7 +152,7 @@ async fn append_read_and_restart() {
 }
 
 /// Appends that are ready together on one thread (the requests a serving thread took off its
-/// connections in one turn) reach the log as one group: one write and one publication for all,
+/// connections in one turn) reach the log as one group, with one publication for all,
 /// each still answered with its own offsets. An append alone is still written at once.
 #[tokio::test]
 async fn appends_ready_together_are_written_as_one_group() {
@@ -164,7 +164,7 @@ async fn appends_ready_together_are_written_as_one_group() {
     // Eight appends of two messages (about 22 KiB together, under a group's limit here).
     let chunks: Vec<Vec<u64>> = (0..8).map(|k| vec![2 * k, 2 * k + 1]).collect();
     let answers = futures::future::join_all(chunks.iter().map(|c| append_chunk(&store, &p, c))).await;
-    assert_eq!(groups(), 1, "eight appends ready in the same turn share one write");
+    assert_eq!(groups(), 1, "eight appends ready in the same turn share one group");
     let offsets: Vec<u64> = answers.iter().flatten().map(|a| a.queue_offset).collect();
     assert_eq!(offsets, (0..16).collect::<Vec<_>>(), "each append keeps its own offsets, in order");
 
