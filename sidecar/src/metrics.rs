@@ -51,6 +51,8 @@ pub struct Metrics {
     pub timer_fired: prometheus::IntCounter,
     /// Records skipped because stored bytes failed verification.
     pub corrupt_records: IntCounterVec,
+    /// Receive passes whose messages were read and decoded on a blocking thread.
+    pub bulk_reads: prometheus::IntCounter,
     /// What woken long polls did, resolved once per result.
     pub long_poll: LongPollCounters,
     /// Storage engine timings.
@@ -142,6 +144,14 @@ impl Metrics {
                 "weir_storage_corrupt_records_total",
                 "Stored records that failed verification on read and were skipped.",
                 &["topic"],
+            ),
+            bulk_reads: registered(
+                &registry,
+                prometheus::IntCounter::new(
+                    "weir_receive_bulk_reads_total",
+                    "Receive passes that read 128 KiB of log or more, read and decoded on a blocking thread instead of the connection's serving thread.",
+                )
+                .expect("valid counter"),
             ),
             long_poll: {
                 let passes = counter(

@@ -9,6 +9,8 @@ mod drained;
 mod log_readers;
 mod receive;
 mod send;
+#[cfg(test)]
+mod testing;
 mod timer;
 mod transaction;
 

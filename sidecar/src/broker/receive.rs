@@ -129,9 +129,9 @@ impl Broker {
         self.store.prefetch(claimed.iter().map(|c| &c.entry));
         let mut deliveries = Vec::with_capacity(claimed.len());
         let mut delivered_bytes = 0;
-        let bodies = self.store.read_many(claimed.iter().map(|c| &c.entry));
-        for (Claimed { partition, offset, lease, .. }, body) in claimed.into_iter().zip(bodies) {
-            match Self::decode_stored(&partition, body) {
+        let messages = self.read_claimed(&claimed).await?;
+        for (Claimed { partition, offset, lease, .. }, message) in claimed.into_iter().zip(messages) {
+            match message {
                 Ok(message) if req.filter.matches(&message.tag, &message.user_properties) => {
                     delivered_bytes += message.body.len() as u64;
                     let receipt = Receipt {
@@ -167,6 +167,30 @@ impl Broker {
             self.metrics.throughput_out.with_label_values(&labels).inc_by(delivered_bytes);
         }
         Ok(Pass { deliveries, next_deadline, drained })
+    }
+
+    /// Reads and decodes the claimed messages, in their order. A pass of [`BULK_READ_BYTES`] or
+    /// more does it on a blocking thread (see there).
+    async fn read_claimed(&self, claimed: &[Claimed]) -> Result<Vec<Result<StoredMessage, BrokerError>>, BrokerError> {
+        let bytes: u64 = claimed.iter().map(|c| u64::from(c.entry.length)).sum();
+        if bytes < BULK_READ_BYTES {
+            return Ok(Self::read_and_decode(&self.store, claimed.iter().map(|c| (&*c.partition, &c.entry))));
+        }
+        let store = self.store.clone();
+        let wanted: Vec<(Arc<Partition>, IndexEntry)> =
+            claimed.iter().map(|c| (c.partition.clone(), c.entry)).collect();
+        self.metrics.bulk_reads.inc();
+        tokio::task::spawn_blocking(move || Self::read_and_decode(&store, wanted.iter().map(|(p, e)| (&**p, e))))
+            .await
+            .map_err(|e| BrokerError::internal(format!("reading a batch of messages failed: {e}")))
+    }
+
+    fn read_and_decode<'a>(
+        store: &Store,
+        claimed: impl Iterator<Item = (&'a Partition, &'a IndexEntry)> + Clone,
+    ) -> Vec<Result<StoredMessage, BrokerError>> {
+        let bodies = store.read_many(claimed.clone().map(|(_, entry)| entry));
+        claimed.zip(bodies).map(|((partition, _), body)| Self::decode_stored(partition, body)).collect()
     }
 
     fn finish_without_delivery(&self, group: &GroupConfig, partition: &Partition, offset: u64) {
@@ -309,6 +333,18 @@ impl Drop for HeldLeases {
     }
 }
 
+/// A receive pass that reads this much log or more reads and decodes it on a blocking thread,
+/// not on the serving thread of the consumer's connection:
+///
+/// - a read that misses the page cache (a backlog drained from disk) would otherwise stall every
+///   connection served by that thread, producers' included, until the disk answers;
+/// - draining a backlog is bound by that one thread (BENCHMARKS.md, "Deep backlog"): with the
+///   reading and decoding elsewhere it encodes and writes the batch before meanwhile.
+///
+/// Smaller passes (a consumer keeping up gets what just arrived) stay where they are: for them
+/// the two thread hand-overs would cost more than the read.
+const BULK_READ_BYTES: u64 = 128 << 10;
+
 /// A message leased by a receive, waiting to be read and sent.
 struct Claimed {
     partition: Arc<Partition>,
@@ -439,6 +475,56 @@ impl Claimer<'_> {
             if p.cursor() < end {
                 return Ok(());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::testing::broker;
+
+    /// A receive of 128 KiB of messages or more reads and decodes them on the runtime's blocking
+    /// thread and delivers them as a small receive does: every one, in partition order, intact.
+    #[tokio::test]
+    async fn a_bulk_receive_reads_elsewhere_and_delivers_every_message_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, _) = broker(dir.path());
+        let body = |i: usize| Bytes::from(format!("{i:04}").repeat(256));
+        let messages = (0..300)
+            .map(|i| IncomingMessage {
+                topic: "u".into(),
+                message_id: format!("m{i}"),
+                body: body(i),
+                partition_hint: Some(0),
+                ..Default::default()
+            })
+            .collect();
+        assert!(broker.send(messages).await.iter().all(Result::is_ok));
+        let group = GroupConfig { subscriptions: vec!["u".into()], ..GroupConfig::auto("g") };
+        broker.catalog.put_group(group).unwrap();
+        let receive = |batch| ReceiveRequest {
+            group: "g".into(),
+            topic: "u".into(),
+            client: "c".into(),
+            filter: Filter::All,
+            batch,
+            invisible: Some(Duration::from_secs(60)),
+            auto_renew: false,
+            poll_until: Instant::now(),
+        };
+
+        let small = broker.receive(&receive(10)).await.unwrap();
+        assert_eq!(broker.metrics.bulk_reads.get(), 0, "10 KiB are read on the receive's own thread");
+        let bulk = broker.receive(&receive(290)).await.unwrap();
+        assert_eq!(broker.metrics.bulk_reads.get(), 1, "290 KiB are read on the blocking thread");
+
+        let delivered: Vec<_> =
+            small.iter().chain(&bulk).map(|d| (d.offset, &d.message.message_id, &d.message.body)).collect();
+        assert_eq!(delivered.len(), 300);
+        for (i, (offset, id, message_body)) in delivered.into_iter().enumerate() {
+            assert_eq!((offset, id.as_str()), (i as u64, format!("m{i}").as_str()));
+            assert_eq!(message_body, &body(i), "body of message {i}");
         }
     }
 }

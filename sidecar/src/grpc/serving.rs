@@ -131,7 +131,15 @@ impl ServingThreads {
                 let (report, done) = oneshot::channel();
                 let open = open_connections.with_label_values(&[n.to_string()]);
                 let (router, mut stop, counted) = (router.clone(), stop.clone(), open.clone());
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                // One thread for its blocking work (reading a consumer's backlog, see
+                // `broker::receive::BULK_READ_BYTES`): such reads go on beside the serving thread
+                // one batch at a time, and what they allocate comes from one thread's heap, not
+                // from the heaps of a pool of threads (six of them doubled the broker's memory).
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .max_blocking_threads(1)
+                    .thread_name(format!("weir-read-{n}"))
+                    .build()?;
                 std::thread::Builder::new().name(format!("weir-serve-{n}")).spawn(move || {
                     if let Err(e) = policy.apply_to_this_thread() {
                         tracing::warn!(thread = n, ?policy, error = %e, "serving thread keeps the inherited scheduling policy");
