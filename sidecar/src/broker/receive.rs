@@ -338,11 +338,13 @@ impl Drop for HeldLeases {
 ///
 /// - a read that misses the page cache (a backlog drained from disk) would otherwise stall every
 ///   connection served by that thread, producers' included, until the disk answers;
-/// - draining a backlog is bound by that one thread (BENCHMARKS.md, "Deep backlog"): with the
-///   reading and decoding elsewhere it encodes and writes the batch before meanwhile.
+/// - draining a backlog is bound by that one thread (BENCHMARKS.md, "Deep backlog"): while this
+///   pass is read and decoded elsewhere, it encodes and writes the pass before.
 ///
 /// Smaller passes (a consumer keeping up gets what just arrived) stay where they are: for them
-/// the two thread hand-overs would cost more than the read.
+/// the two thread hand-overs would cost more than the read. A receive dropped while its pass is
+/// read elsewhere leaves the pass's messages leased, as a lost answer does: they are delivered
+/// again when the lease runs out.
 const BULK_READ_BYTES: u64 = 128 << 10;
 
 /// A message leased by a receive, waiting to be read and sent.
