@@ -71,14 +71,12 @@ impl Drop for Staged<'_> {
     }
 }
 
-/// Queues the appends staged on this thread for `store`, in order, and writes them.
+/// Queues the appends staged on this thread for `store`, in order, and writes them. The
+/// thread's staging list keeps its capacity from turn to turn, so a turn allocates nothing here.
 fn write_staged(store: &Store) {
     let id = store.identity();
-    let mine: Vec<Append> = STAGED.with_borrow_mut(|staged| {
-        let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(staged).into_iter().partition(|(s, _)| *s == id);
-        *staged = others;
-        mine.into_iter().map(|(_, append)| append).collect()
+    STAGED.with_borrow_mut(|staged| {
+        store.committer.queue_all(staged.extract_if(.., |(s, _)| *s == id).map(|(_, append)| append));
     });
-    store.committer.queue_all(mine);
     store.commit_waiting();
 }

@@ -162,7 +162,7 @@ impl Committer {
     }
 
     /// Queues appends, in order, under one lock.
-    pub(crate) fn queue_all(&self, appends: Vec<Append>) {
+    pub(crate) fn queue_all(&self, appends: impl IntoIterator<Item = Append>) {
         self.waiting.lock().extend(appends);
     }
 
