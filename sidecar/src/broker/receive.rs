@@ -126,7 +126,6 @@ impl Broker {
                 tracing::error!(group = group.name, error = %e, "moving messages to the dead-letter queue failed");
             }
         }
-        self.store.prefetch(claimed.iter().map(|c| &c.entry));
         let mut deliveries = Vec::with_capacity(claimed.len());
         let mut delivered_bytes = 0;
         let messages = self.read_claimed(&claimed).await?;
@@ -169,8 +168,9 @@ impl Broker {
         Ok(Pass { deliveries, next_deadline, drained })
     }
 
-    /// Reads and decodes the claimed messages, in their order. A pass of [`BULK_READ_BYTES`] or
-    /// more does it on a blocking thread (see there).
+    /// Reads and decodes the claimed messages, in their order, and asks the kernel to read the
+    /// span after them ahead. A pass of [`BULK_READ_BYTES`] or more does it on a blocking thread
+    /// (see there).
     async fn read_claimed(&self, claimed: &[Claimed]) -> Result<Vec<Result<StoredMessage, BrokerError>>, BrokerError> {
         let bytes: u64 = claimed.iter().map(|c| u64::from(c.entry.length)).sum();
         if bytes < BULK_READ_BYTES {
@@ -189,6 +189,7 @@ impl Broker {
         store: &Store,
         claimed: impl Iterator<Item = (&'a Partition, &'a IndexEntry)> + Clone,
     ) -> Vec<Result<StoredMessage, BrokerError>> {
+        store.prefetch(claimed.clone().map(|(_, entry)| entry));
         let bodies = store.read_many(claimed.clone().map(|(_, entry)| entry));
         claimed.zip(bodies).map(|((partition, _), body)| Self::decode_stored(partition, body)).collect()
     }
@@ -337,7 +338,9 @@ impl Drop for HeldLeases {
 /// not on the serving thread of the consumer's connection:
 ///
 /// - a read that misses the page cache (a backlog drained from disk) would otherwise stall every
-///   connection served by that thread, producers' included, until the disk answers;
+///   connection served by that thread, producers' included, until the disk answers; so would
+///   the read-ahead request for the next span, which allocates its pages and queues their reads
+///   before it returns (10% of that thread's time in a drain from disk);
 /// - draining a backlog is bound by that one thread (BENCHMARKS.md, "Deep backlog"): while this
 ///   pass is read and decoded elsewhere, it encodes and writes the pass before.
 ///
