@@ -168,9 +168,9 @@ impl Broker {
         Ok(Pass { deliveries, next_deadline, drained })
     }
 
-    /// Reads and decodes the claimed messages, in their order, and asks the kernel to read the
-    /// span after them ahead. A pass of [`BULK_READ_BYTES`] or more does it on a blocking thread
-    /// (see there).
+    /// Reads and decodes the claimed messages, in their order, after asking the kernel to read
+    /// their span and as much again after it ahead. A pass of [`BULK_READ_BYTES`] or more does
+    /// it on a blocking thread (see there).
     async fn read_claimed(&self, claimed: &[Claimed]) -> Result<Vec<Result<StoredMessage, BrokerError>>, BrokerError> {
         let bytes: u64 = claimed.iter().map(|c| u64::from(c.entry.length)).sum();
         if bytes < BULK_READ_BYTES {
@@ -341,8 +341,10 @@ impl Drop for HeldLeases {
 ///   connection served by that thread, producers' included, until the disk answers; so would
 ///   the read-ahead request for the next span, which allocates its pages and queues their reads
 ///   before it returns (10% of that thread's time in a drain from disk);
-/// - draining a backlog is bound by that one thread (BENCHMARKS.md, "Deep backlog"): while this
-///   pass is read and decoded elsewhere, it encodes and writes the pass before.
+/// - draining a backlog was bound by that one thread (BENCHMARKS.md, "Deep backlog"): while this
+///   pass is read and decoded elsewhere, it encodes and writes the pass before. (Encoding the
+///   answer here too was slower: with both cores busy, reading and encoding in series on one
+///   thread loses that overlap.)
 ///
 /// Smaller passes (a consumer keeping up gets what just arrived) stay where they are: for them
 /// the two thread hand-overs would cost more than the read. A receive dropped while its pass is
