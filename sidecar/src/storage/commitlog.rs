@@ -40,6 +40,11 @@ pub struct CommitLog {
     /// Groups written that wait for an fdatasync (`Sync` appends), counted so the zero-filler
     /// can tell a Sync load from the Async flush timer (`zero_fill.rs`).
     sync_groups: AtomicU64,
+    /// Everything before this position was let go of from the page cache (`release`): frames
+    /// there are read past the cache (`Segment::read_direct`), and not read ahead into it.
+    uncached_below: AtomicU64,
+    /// Reads made past the page cache (tests check that released log is read that way).
+    direct_reads: AtomicU64,
 }
 
 impl CommitLog {
@@ -81,6 +86,8 @@ impl CommitLog {
             // go on with zeros, or with a torn write).
             durable: AtomicU64::new(0),
             sync_groups: AtomicU64::new(0),
+            uncached_below: AtomicU64::new(0),
+            direct_reads: AtomicU64::new(0),
         })
     }
 
@@ -157,18 +164,27 @@ impl CommitLog {
         (i > 0).then(|| segments[i - 1].clone()).filter(|s| position < s.end())
     }
 
-    /// Starts reading log positions `start..end` into the page cache in the background.
+    /// Starts reading log positions `start..end` into the page cache in the background, except
+    /// what the cache let go of (read past it when asked, see [`Self::read_frames`]).
     pub fn prefetch(&self, start: u64, end: u64) {
+        let start = start.max(self.uncached_below.load(Ordering::Acquire));
         for segment in self.overlapping(start, end) {
             segment.prefetch(start, end);
         }
     }
 
-    /// Lets the kernel drop synced log positions `start..end` from the page cache.
+    /// Lets the kernel drop synced log positions `start..end` from the page cache; from now on
+    /// they are read past it.
     pub fn release(&self, start: u64, end: u64) {
         for segment in self.overlapping(start, end) {
             segment.release(start, end);
         }
+        self.uncached_below.fetch_max(end, Ordering::AcqRel);
+    }
+
+    /// Reads made past the page cache so far.
+    pub fn direct_reads(&self) -> u64 {
+        self.direct_reads.load(Ordering::Relaxed)
     }
 
     fn overlapping(&self, start: u64, end: u64) -> Vec<Arc<Segment>> {
@@ -178,9 +194,10 @@ impl CommitLog {
     /// Reads and verifies the frame of `length` bytes at `position`; returns its header and body.
     pub fn read_frame(&self, position: u64, length: u32) -> Result<(FrameHeader, Bytes), StorageError> {
         let segment = self.segment_for(position).ok_or(StorageError::Expired { position })?;
-        let buf =
-            segment.read_vec(position, length as usize).map_err(|e| StorageError::io("read log", segment.path(), e))?;
-        self.verified(&segment, position, Bytes::from(buf))
+        let buf = self
+            .read_run(&segment, position, length as usize)
+            .map_err(|e| StorageError::io("read log", segment.path(), e))?;
+        self.verified(&segment, position, buf)
     }
 
     /// Reads and verifies the frames at `frames` (position and length of each), answering in the
@@ -217,9 +234,8 @@ impl CommitLog {
                 .count();
             let (members, after) = rest.split_at(run);
             rest = after;
-            match segment.read_vec(start, (end - start) as usize) {
+            match self.read_run(&segment, start, (end - start) as usize) {
                 Ok(buf) => {
-                    let buf = Bytes::from(buf);
                     for &i in members {
                         let (position, length) = frames[i];
                         let at = (position - start) as usize;
@@ -236,6 +252,29 @@ impl CommitLog {
             }
         }
         results.into_iter().map(|r| r.expect("every frame read")).collect()
+    }
+
+    /// Reads `len` bytes at `position` of `segment`: past the page cache when the cache let go of
+    /// them (a consumer far behind, draining a backlog), through it otherwise. Reading released
+    /// log through the cache costs twice: allocating its pages again (which the read-ahead
+    /// request did on the serving thread) and copying out of them, 10% and 20% of the broker's
+    /// time in a drain from disk (BENCHMARKS.md, "Deep backlog"); it would also push out what
+    /// consumers keeping up read. If the direct read fails (or `O_DIRECT` is refused), the cache
+    /// serves it after all.
+    fn read_run(&self, segment: &Segment, position: u64, len: usize) -> std::io::Result<Bytes> {
+        if position + len as u64 <= self.uncached_below.load(Ordering::Acquire) {
+            match segment.read_direct(position, len) {
+                Ok(Some(buf)) => {
+                    self.direct_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(buf);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(segment = %segment.path().display(), error = %e, "direct read failed, reading through the page cache")
+                }
+            }
+        }
+        segment.read_vec(position, len).map(Bytes::from)
     }
 
     /// Checks that `frame`, read at `position` of `segment`, is an intact frame written there, and

@@ -637,7 +637,8 @@ impl Store {
     /// page cache in the background. A consumer reading a cold part of the log (a backlog evicted
     /// from memory) otherwise waits for the disk read after read: its messages are interleaved
     /// with other partitions', which the kernel's sequential readahead does not recognise. Reading
-    /// the next span ahead lets the disk work while this batch is being delivered.
+    /// the next span ahead lets the disk work while this batch is being delivered. Log the cache
+    /// let go of is not read ahead: it is read past the cache when asked (`cache_window.rs`).
     pub fn prefetch<'a>(&self, entries: impl IntoIterator<Item = &'a IndexEntry>) {
         let span = entries.into_iter().filter(|e| !e.is_hole()).fold(None, |span: Option<(u64, u64)>, e| {
             let (start, end) = (e.position, e.position + u64::from(e.length));

@@ -22,9 +22,12 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::num::NonZeroU64;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
 
 use crate::lock::Mutex;
 
@@ -47,7 +50,14 @@ pub struct Segment {
     /// Held while zeros are written and while an append writes, so zeros never land on data and
     /// the two take turns here rather than in the file system (see [`Segment::append`]).
     filling: Mutex<()>,
+    /// The file opened again with `O_DIRECT`, on the first read of log the page cache let go of
+    /// (see [`Self::read_direct`]); `None` where the file system refuses `O_DIRECT`.
+    direct: OnceLock<Option<File>>,
 }
+
+/// Alignment of `O_DIRECT` reads: their file offset, length and buffer (the page size, a multiple
+/// of every block size a Linux file system uses).
+const DIRECT_ALIGN: usize = 4096;
 
 /// `zeroed` of a segment that is not to be zero-filled any more.
 const SEALED: u64 = u64::MAX;
@@ -80,7 +90,15 @@ impl Segment {
     }
 
     fn new(base: u64, path: PathBuf, file: File, len: u64) -> Self {
-        Self { base, path, file, len: AtomicU64::new(len), zeroed: AtomicU64::new(len), filling: Mutex::new(()) }
+        Self {
+            base,
+            path,
+            file,
+            len: AtomicU64::new(len),
+            zeroed: AtomicU64::new(len),
+            filling: Mutex::new(()),
+            direct: OnceLock::new(),
+        }
     }
 
     /// Opens an existing segment; its written length is the file length (recovery moves it back
@@ -204,6 +222,40 @@ impl Segment {
         }
         buf.truncate(len);
         Ok(buf)
+    }
+
+    /// Reads exactly `len` bytes at log position `position` past the page cache (`O_DIRECT`): the
+    /// disk's DMA fills the buffer, with no page cache pages to allocate and no copy out of
+    /// them. For log the page cache let go of (`cache_window.rs`), which is synced, so no dirty
+    /// page has to be written first. The read is widened to [`DIRECT_ALIGN`] at both ends into
+    /// an aligned part of a larger buffer (zero-filled first, as safe code reads only into
+    /// initialised bytes; still cheaper than the copy it saves); the answer shares that buffer.
+    /// `None` where the file system refuses `O_DIRECT` (the caller reads through the cache).
+    pub fn read_direct(&self, position: u64, len: usize) -> io::Result<Option<Bytes>> {
+        if position < self.base || position + len as u64 > self.end() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the written end of the segment"));
+        }
+        let opened = self.direct.get_or_init(|| {
+            OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32).open(&self.path).ok()
+        });
+        let Some(file) = opened else { return Ok(None) };
+        let align = DIRECT_ALIGN as u64;
+        let offset = position - self.base;
+        let (start, end) = (offset / align * align, (offset + len as u64).div_ceil(align) * align);
+        let wanted_end = (offset + len as u64 - start) as usize;
+        let mut buf = vec![0; (end - start) as usize + DIRECT_ALIGN];
+        let skew = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let aligned = &mut buf[skew..skew + (end - start) as usize];
+        let mut read = 0;
+        while read < wanted_end {
+            // Whole aligned blocks from an aligned offset; the file may end inside the last one.
+            match file.read_at(&mut aligned[read..], start + read as u64)? {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "segment ended early")),
+                n => read += n,
+            }
+        }
+        let at = skew + (offset - start) as usize;
+        Ok(Some(Bytes::from(buf).slice(at..at + len)))
     }
 
     /// Asks the kernel to read log positions `start..end` (clipped to this segment's written bytes)

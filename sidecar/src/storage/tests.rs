@@ -235,7 +235,8 @@ async fn a_zero_filled_tail_is_the_end_of_the_data_after_a_crash() {
 }
 
 /// The upkeep thread lets the page cache go of synced log more than the window behind the
-/// durable end; the newest log stays cached, and every message still reads back.
+/// durable end; the newest log stays cached, and every message still reads back, past the cache,
+/// without bringing the released log back into it.
 #[tokio::test]
 async fn synced_log_behind_the_cache_window_leaves_the_page_cache() {
     let dir = evictable_dir("cache-window-test-");
@@ -252,7 +253,18 @@ async fn synced_log_behind_the_cache_window_leaves_the_page_cache() {
     assert!(cached(store.inner.log.active().path()) > 0, "the newest log stays cached");
     let released = store.inner.metrics.cache_released_bytes.get();
     assert!(released >= 64 << 10 && released <= store.inner.log.end(), "{released} bytes counted");
+    assert_eq!(store.inner.log.direct_reads(), 0);
+
+    // What the cache let go of is read past it (O_DIRECT), one frame at a time and in batches,
+    // and does not come back into the cache.
     assert_eq!(read_all(&store, "t", 0), (0..1000).map(|n| message("t", 0, n)).collect::<Vec<_>>());
+    let entries = store.partition("t", 0).unwrap().index.read(0, usize::MAX).unwrap().1;
+    let batched: Vec<Bytes> = store.read_many(&entries).into_iter().map(Result::unwrap).collect();
+    let single: Vec<Bytes> = entries.iter().map(|e| store.read(e).unwrap()).collect();
+    assert_eq!(batched, single);
+    let direct = store.inner.log.direct_reads();
+    assert!(direct > 0, "released log is read past the page cache");
+    assert_eq!(cached(segments[0].path()), 0, "reading released log leaves it out of the page cache");
 }
 
 /// Cuts the active segment at every position in its last frames: recovery keeps every complete
