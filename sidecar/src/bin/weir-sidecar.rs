@@ -379,9 +379,24 @@ async fn kubernetes(args: KubernetesArgs, serving: Serving) -> Result<()> {
 /// Most threads of the runtime for work that is no connection's own.
 const BACKGROUND_THREADS: usize = 2;
 
+/// Raises the soft limit on open files to the hard limit, as servers do: the broker holds a
+/// descriptor per log segment and per partition index, and a second one per segment it reads past
+/// the page cache (a backlog drain), so a low default (1,024 in many shells) could make a segment
+/// roll fail under a deep backlog. Only logged if it cannot.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum
+        && let Err(e) = setrlimit(Resource::Nofile, rustix::process::Rlimit { current: limit.maximum, ..limit })
+    {
+        tracing::warn!(soft = ?limit.current, hard = ?limit.maximum, error = %e, "could not raise the open file limit");
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    raise_open_file_limit();
     let mut serving = Serving { policy: cli.serving_scheduling, ..Serving::default() };
     if let Some(threads) = cli.worker_threads.and_then(|t| NonZeroUsize::new(t.into())) {
         serving.threads = threads;
