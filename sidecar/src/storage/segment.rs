@@ -210,9 +210,7 @@ impl Segment {
     /// zero-filled first: this runs once per delivered message, and clearing it cost about as
     /// much as the read itself.
     pub fn read_vec(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
-        if position < self.base || position + len as u64 > self.end() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the written end of the segment"));
-        }
+        self.check_written(position, len)?;
         let mut buf = Vec::with_capacity(len);
         while buf.len() < len {
             let at = position - self.base + buf.len() as u64;
@@ -224,6 +222,14 @@ impl Segment {
         Ok(buf)
     }
 
+    /// Refuses a read of `len` bytes at `position` that is not all within the written bytes.
+    fn check_written(&self, position: u64, len: usize) -> io::Result<()> {
+        if position < self.base || position + len as u64 > self.end() {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the written end of the segment"));
+        }
+        Ok(())
+    }
+
     /// Reads exactly `len` bytes at log position `position` past the page cache (`O_DIRECT`): the
     /// disk's DMA fills the buffer, with no page cache pages to allocate and no copy out of
     /// them. For log the page cache let go of (`cache_window.rs`), which is synced, so no dirty
@@ -232,9 +238,7 @@ impl Segment {
     /// initialised bytes; still cheaper than the copy it saves); the answer shares that buffer.
     /// `None` where the file system refuses `O_DIRECT` (the caller reads through the cache).
     pub fn read_direct(&self, position: u64, len: usize) -> io::Result<Option<Bytes>> {
-        if position < self.base || position + len as u64 > self.end() {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the written end of the segment"));
-        }
+        self.check_written(position, len)?;
         let opened = self.direct.get_or_init(|| {
             OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32).open(&self.path).ok()
         });
