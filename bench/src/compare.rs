@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::disk;
 use crate::system::{self, Environment, System};
+use crate::{disk, wakeup};
 
 /// The knobs of a comparison.
 #[derive(Debug, clap::Args)]
@@ -266,7 +266,9 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
     let scratch = args.env.scratch.clone().unwrap_or_else(std::env::temp_dir);
     let mut runs: Vec<Vec<Vec<Run>>> = cases.iter().map(|_| contenders.iter().map(|_| Vec::new()).collect()).collect();
     let mut disk_limits: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut wakeups = Vec::new();
     for repetition in 1..=args.repetitions {
+        wakeups.extend(wakeup::round_trip_micros()?);
         let bytes = args.count * 1024;
         for (slot, sync) in [false, true].into_iter().enumerate() {
             disk_limits[slot].push(disk::sequential_write_mib_per_s(&scratch, bytes, sync)?);
@@ -289,7 +291,7 @@ pub async fn compare(args: CompareArgs) -> Result<()> {
             }
         }
     }
-    let table = render(&args, &contenders, &cases, &runs, &disk_limits)?;
+    let table = render(&args, &contenders, &cases, &runs, &disk_limits, &wakeups)?;
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
@@ -399,6 +401,7 @@ fn render(
     cases: &[Case],
     runs: &[Vec<Vec<Run>>],
     disk_limits: &[Vec<f64>; 2],
+    wakeups: &[f64],
 ) -> Result<String> {
     let mut out = String::new();
     let machine = machine();
@@ -423,6 +426,14 @@ fn render(
         disk(async_disk),
         disk(sync_disk)
     )?;
+    if let Some((median, lo, hi)) = spread(wakeups.to_vec()) {
+        writeln!(
+            out,
+            "{}, at the start of each repetition: {median:.1} µs ({lo:.1}–{hi:.1}); the figures of an hour in which it is \
+             much higher are lower for every system (BENCHMARKS.md).\n",
+            wakeup::WHAT
+        )?;
+    }
     writeln!(
         out,
         "Figures are medians (min–max). Throughput in msgs/s, higher is better; latency in ms, lower is better. \

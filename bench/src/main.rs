@@ -12,6 +12,7 @@ mod compare;
 mod disk;
 mod jetstream;
 mod system;
+mod wakeup;
 mod weir;
 mod workload;
 
@@ -61,6 +62,9 @@ enum Command {
     /// Every case of the suite on both systems, interleaved and repeated; prints a Markdown table
     /// of medians with the Weir/JetStream ratio and the disk's sequential write limit.
     Compare(compare::CompareArgs),
+    /// How long this machine takes to wake a thread on another CPU (a few seconds): says whether
+    /// figures measured now are comparable with a table's (it prints the same figure).
+    Wakeup,
 }
 
 /// What a run measured.
@@ -157,7 +161,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Run { settings, .. } => settings.client_threads,
-        Command::Compare(_) => 1,
+        Command::Compare(_) | Command::Wakeup => 1,
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -172,6 +176,13 @@ async fn run_cli(cli: Cli) -> Result<()> {
             (system, scenario, settings, env, nats_server, json)
         }
         Command::Compare(args) => return compare::compare(args).await,
+        Command::Wakeup => {
+            match wakeup::round_trip_micros()? {
+                Some(micros) => println!("{}", wakeup::describe(micros)),
+                None => println!("one CPU: no wake-up across CPUs to measure"),
+            }
+            return Ok(());
+        }
     };
     let server = Server::start(system, &settings, &env, &nats_server).await?;
     let (before, client_before) = (server.usage()?, system::own_usage()?);
