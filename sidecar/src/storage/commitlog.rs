@@ -43,14 +43,20 @@ pub struct CommitLog {
     /// Everything before this position was let go of from the page cache (`release`): frames
     /// there are read past the cache (`Segment::read_direct`), and not read ahead into it.
     uncached_below: AtomicU64,
-    /// Reads made past the page cache (tests check that released log is read that way).
-    direct_reads: AtomicU64,
+    /// Bytes read past the page cache (`weir_store_direct_read_bytes_total`).
+    direct_read_bytes: prometheus::IntCounter,
 }
 
 impl CommitLog {
     /// Opens the segments in `dir` (creating the directory and a first segment at `initial_base`
-    /// when there are none).
-    pub fn open(dir: &Path, segment_bytes: u64, max_frame: u32, initial_base: u64) -> Result<Self, StorageError> {
+    /// when there are none); reads past the page cache count their bytes in `direct_read_bytes`.
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+        max_frame: u32,
+        initial_base: u64,
+        direct_read_bytes: prometheus::IntCounter,
+    ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| StorageError::io("create log dir", dir, e))?;
         let mut segments = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list log dir", dir, e))? {
@@ -87,7 +93,7 @@ impl CommitLog {
             durable: AtomicU64::new(0),
             sync_groups: AtomicU64::new(0),
             uncached_below: AtomicU64::new(0),
-            direct_reads: AtomicU64::new(0),
+            direct_read_bytes,
         })
     }
 
@@ -182,11 +188,6 @@ impl CommitLog {
         self.uncached_below.fetch_max(end, Ordering::AcqRel);
     }
 
-    /// Reads made past the page cache so far.
-    pub fn direct_reads(&self) -> u64 {
-        self.direct_reads.load(Ordering::Relaxed)
-    }
-
     fn overlapping(&self, start: u64, end: u64) -> Vec<Arc<Segment>> {
         self.segments.read().iter().filter(|s| s.base() < end && s.end() > start).cloned().collect()
     }
@@ -265,7 +266,7 @@ impl CommitLog {
         if position + len as u64 <= self.uncached_below.load(Ordering::Acquire) {
             match segment.read_direct(position, len) {
                 Ok(Some(buf)) => {
-                    self.direct_reads.fetch_add(1, Ordering::Relaxed);
+                    self.direct_read_bytes.inc_by(len as u64);
                     return Ok(buf);
                 }
                 Ok(None) => {}

@@ -254,6 +254,8 @@ pub struct StoreMetrics {
     commit_async: prometheus::Histogram,
     /// Bytes of synced log let go of from the page cache behind the cache window.
     pub cache_released_bytes: prometheus::IntCounter,
+    /// Bytes of log read past the page cache (log it let go of).
+    pub direct_read_bytes: prometheus::IntCounter,
     /// Groups written to the commit log.
     pub groups: prometheus::IntCounter,
 }
@@ -279,12 +281,25 @@ impl Default for StoreMetrics {
             "Bytes of synced commit log let go of from the page cache, more than the log cache window behind the newest data",
         )
         .expect("valid counter");
+        let direct_read_bytes = prometheus::IntCounter::new(
+            "weir_store_direct_read_bytes_total",
+            "Bytes of commit log read past the page cache (O_DIRECT): log the page cache let go of, read by consumers far behind",
+        )
+        .expect("valid counter");
         let groups = prometheus::IntCounter::new(
             "weir_store_groups_total",
             "Groups the group commit wrote to the commit log (appends per group: the count of weir_store_commit_seconds over this)",
         )
         .expect("valid counter");
-        Self { fsync_seconds, commit_seconds, commit_sync, commit_async, cache_released_bytes, groups }
+        Self {
+            fsync_seconds,
+            commit_seconds,
+            commit_sync,
+            commit_async,
+            cache_released_bytes,
+            direct_read_bytes,
+            groups,
+        }
     }
 }
 
@@ -294,6 +309,7 @@ impl StoreMetrics {
         registry.register(Box::new(self.fsync_seconds.clone()))?;
         registry.register(Box::new(self.commit_seconds.clone()))?;
         registry.register(Box::new(self.cache_released_bytes.clone()))?;
+        registry.register(Box::new(self.direct_read_bytes.clone()))?;
         registry.register(Box::new(self.groups.clone()))
     }
 
@@ -511,8 +527,13 @@ impl Store {
         if let Some(c) = &checkpoint {
             state.restore(&c.state).map_err(|reason| StorageError::Corrupt { position: None, reason })?;
         }
-        let log =
-            CommitLog::open(&config.dir.join("commitlog"), config.segment_bytes, config.max_frame_bytes, replay_from)?;
+        let log = CommitLog::open(
+            &config.dir.join("commitlog"),
+            config.segment_bytes,
+            config.max_frame_bytes,
+            replay_from,
+            metrics.direct_read_bytes.clone(),
+        )?;
         let inner = Arc::new(StoreInner {
             retention: Mutex::new(config.retention),
             log,
