@@ -429,8 +429,8 @@ fn render(
     if let Some((median, lo, hi)) = spread(wakeups.to_vec()) {
         writeln!(
             out,
-            "{}, at the start of each repetition: {median:.1} µs ({lo:.1}–{hi:.1}); the figures of an hour in which it is \
-             much higher are lower for every system (BENCHMARKS.md).\n",
+            "{}, at the start of each repetition: {median:.1} µs ({lo:.1}–{hi:.1}). Every system here is threads \
+             waking each other; compare tables measured at similar values (BENCHMARKS.md).\n",
             wakeup::WHAT
         )?;
     }

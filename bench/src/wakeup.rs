@@ -3,10 +3,11 @@
 //! until the other's byte arrives. Every round trip is two wake-ups across CPUs.
 //!
 //! Both systems under test are pipelines of threads (load generator, request threads, log
-//! writer) whose messages in flight are bounded, so their throughput is that bound over a
-//! round trip made of such wake-ups. On this kind of VM the cost moves by hour: guest CPUs
-//! that halt when idle need the host to run them again on every wake-up. The figure printed
-//! beside a table says which kind of hour the table was measured in (BENCHMARKS.md).
+//! writer) that wake each other with a bounded number of messages in flight, so what a wake-up
+//! costs is part of every figure. On a VM whose idle CPUs halt (the build machine runs with
+//! guest halt polling off), waking an idle CPU goes through the host, and the host's load is
+//! not the guest's to see. The figure is printed beside each table so that tables can be
+//! compared with the machine's state in view (BENCHMARKS.md, "The machine's state").
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
