@@ -28,10 +28,10 @@
 //! behind keeps what it still needs cached, up to the window.
 //!
 //! The price: a consumer further behind than the window, or one that starts later or is moved
-//! back, reads from the disk. It reads what was let go of past the page cache (`O_DIRECT`,
-//! `CommitLog::read_frames`): the disk fills its buffer directly, no cache pages are allocated
-//! and copied out of, and draining a backlog does not push out what the consumers that keep up
-//! read (BENCHMARKS.md "Deep backlog"). Only synced bytes are let go of: for those the kernel
+//! back, reads from the disk. It reads what was let go of past the page cache (`O_DIRECT`, in
+//! `CommitLog::read_run`, behind every read of the log): the disk fills its buffer directly, no
+//! cache pages are allocated and copied out of, and draining a backlog does not push out what
+//! the consumers that keep up read (BENCHMARKS.md "Deep backlog"). Only synced bytes are let go of: for those the kernel
 //! just forgets clean pages, nothing is written or lost, and a direct read has no dirty page to
 //! wait for.
 

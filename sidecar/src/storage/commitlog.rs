@@ -171,7 +171,7 @@ impl CommitLog {
     }
 
     /// Starts reading log positions `start..end` into the page cache in the background, except
-    /// what the cache let go of (read past it when asked, see [`Self::read_frames`]).
+    /// what the cache let go of (read past it when asked, see `read_run`).
     pub fn prefetch(&self, start: u64, end: u64) {
         let start = start.max(self.uncached_below.load(Ordering::Acquire));
         for segment in self.overlapping(start, end) {
