@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::server::{Router, TcpIncoming};
 
-use crate::grpc::socket::CoalescedWrites;
+use crate::grpc::socket::CoalescedSocket;
 
 /// How long accepting pauses after the listener failed (out of file descriptors, say), so a
 /// failure that lasts does not spin a core.
@@ -147,7 +147,7 @@ impl ServingThreads {
                     let incoming = UnboundedReceiverStream::new(accepted).map(move |socket: std::net::TcpStream| {
                         let socket = TcpStream::from_std(socket)?;
                         // Counted in by the acceptor.
-                        Ok::<_, io::Error>(CoalescedWrites::new(socket).counted(OpenConnection(counted.clone())))
+                        Ok::<_, io::Error>(CoalescedSocket::new(socket).counted(OpenConnection(counted.clone())))
                     });
                     let served = runtime.block_on(router.serve_with_incoming_shutdown(incoming, async move {
                         let _ = stop.wait_for(|stopped| *stopped).await;
