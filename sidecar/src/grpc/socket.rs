@@ -31,7 +31,7 @@
 //! Reads: h2 asks for exactly what completes the frame it is reading (a 9-byte frame header, then
 //! the rest of the frame, 8 KiB at most at first), so a send of 16 messages of 1 KiB took three
 //! or four `recvfrom`s although the client had many such sends queued in the socket. Here one
-//! read takes up to [`READ_AHEAD_BYTES`] and h2's asks are served from it, at the price of one
+//! read takes up to `READ_AHEAD_BYTES` and h2's asks are served from it, at the price of one
 //! copy: 5,400 reads a second instead of 37,500 under Async publishing (the same throughput: the
 //! copy costs about what the system calls did) and pubsub 2.4% faster (BENCHMARKS.md). The
 //! buffer is let go whenever the socket is found empty, so an idle connection holds none.
@@ -58,7 +58,7 @@ const BUFFER_BYTES: usize = 64 << 10;
 const PASS_THROUGH_BYTES: usize = 32 << 10;
 
 /// Bytes one read takes from the kernel at most: a few sends of 16 messages of 1 KiB.
-pub const READ_AHEAD_BYTES: usize = 64 << 10;
+const READ_AHEAD_BYTES: usize = 64 << 10;
 
 /// A connection whose writes are gathered until h2 flushes them, and whose reads are large.
 #[derive(Debug)]
