@@ -31,9 +31,9 @@
 //! back, reads from the disk. It reads what was let go of past the page cache (`O_DIRECT`, in
 //! `CommitLog::read_run`, behind every read of the log): the disk fills its buffer directly, no
 //! cache pages are allocated and copied out of, and draining a backlog does not push out what
-//! the consumers that keep up read (BENCHMARKS.md "Deep backlog"). Only synced bytes are let go of: for those the kernel
-//! just forgets clean pages, nothing is written or lost, and a direct read has no dirty page to
-//! wait for.
+//! the consumers that keep up read (BENCHMARKS.md "Deep backlog"). Only synced bytes are let go
+//! of: for those the kernel just forgets clean pages, nothing is written or lost, and a direct
+//! read has no dirty page to wait for.
 
 use std::ops::Range;
 
