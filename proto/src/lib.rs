@@ -11,13 +11,15 @@
 //!
 //! [`client_tls`] turns a broker address and an optional trust setting into a tonic endpoint;
 //! [`signature`] signs requests for brokers that enforce access control. [`raw_codec`] carries message
-//! bytes unchanged, for callers without generated types.
+//! bytes unchanged, for callers without generated types. [`receive_response`] is the one message
+//! written by hand: its stream carries messages a broker encoded itself.
 //!
 //! [`FILE_DESCRIPTOR_SET`] holds the encoded descriptors of every compiled file (and the well-known
 //! types they import), for gRPC server reflection.
 
 pub mod client_tls;
 pub mod raw_codec;
+pub mod receive_response;
 pub mod signature;
 
 /// The Apache RocketMQ namespace.
@@ -26,6 +28,8 @@ pub mod rocketmq {
     #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
     pub mod v2 {
         tonic::include_proto!("apache.rocketmq.v2");
+
+        pub use crate::receive_response::{EncodedMessage, ReceiveMessageResponse, receive_message_response};
     }
 }
 

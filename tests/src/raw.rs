@@ -113,6 +113,7 @@ pub async fn try_receive(
             Content::Status(s) => code = Some(pb::Code::try_from(s.code).expect("known code")),
             Content::Message(m) => messages.push(m),
             Content::DeliveryTimestamp(_) => {}
+            Content::Encoded(_) => unreachable!("decoding gives messages, never encoded ones"),
         }
     }
     Ok((code.expect("a status in the stream"), messages))

@@ -43,6 +43,7 @@ use crate::state::BrokerState;
 use crate::storage::frame::RecordKind;
 use crate::storage::index::{IndexEntry, tag_hash};
 use crate::storage::record::{DeadLetterOrigin, StoredMessage, StoredMessageType};
+use crate::storage::stored_view::StoredView;
 use crate::storage::{AppendRecord, Durability, Partition, StorageError, Store};
 use crate::txn::Transactions;
 
@@ -163,8 +164,8 @@ pub struct ReceiveRequest {
 /// A message handed to a consumer.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// The stored message.
-    pub message: StoredMessage,
+    /// The stored message, read in place.
+    pub message: StoredView,
     /// Partition.
     pub partition: u32,
     /// Queue offset.
@@ -344,6 +345,16 @@ impl Broker {
 
     fn load(&self, partition: &Partition, entry: &IndexEntry) -> Result<StoredMessage, BrokerError> {
         Self::decode_stored(partition, self.store.read(entry))
+    }
+
+    /// Finds the fields of a stored message read from `partition`'s index, checking it belongs
+    /// there.
+    fn view_stored(partition: &Partition, read: Result<Bytes, StorageError>) -> Result<StoredView, BrokerError> {
+        let view = StoredView::parse(read?).map_err(|e| BrokerError::internal(e.to_string()))?;
+        if view.topic() != partition.topic().as_bytes() || view.partition != partition.id() {
+            return Err(BrokerError::internal("index entry points at a message of another partition"));
+        }
+        Ok(view)
     }
 
     /// Decodes a stored message read from `partition`'s index, checking it belongs there.

@@ -131,8 +131,8 @@ impl Broker {
         let messages = self.read_claimed(&claimed).await?;
         for (Claimed { partition, offset, lease, .. }, message) in claimed.into_iter().zip(messages) {
             match message {
-                Ok(message) if req.filter.matches(&message.tag, &message.user_properties) => {
-                    delivered_bytes += message.body.len() as u64;
+                Ok(message) if req.filter.matches_stored(&message) => {
+                    delivered_bytes += message.body_len() as u64;
                     let receipt = Receipt {
                         broker: self.config.broker_id,
                         partition: partition.id(),
@@ -168,30 +168,30 @@ impl Broker {
         Ok(Pass { deliveries, next_deadline, drained })
     }
 
-    /// Reads and decodes the claimed messages, in their order, after asking the kernel to read
-    /// their span and as much again after it ahead. A pass of [`BULK_READ_BYTES`] or more does
-    /// it on a blocking thread (see there).
-    async fn read_claimed(&self, claimed: &[Claimed]) -> Result<Vec<Result<StoredMessage, BrokerError>>, BrokerError> {
+    /// Reads the claimed messages and finds their fields, in their order, after asking the kernel
+    /// to read their span and as much again after it ahead. A pass of [`BULK_READ_BYTES`] or
+    /// more does it on a blocking thread (see there).
+    async fn read_claimed(&self, claimed: &[Claimed]) -> Result<Vec<Result<StoredView, BrokerError>>, BrokerError> {
         let bytes: u64 = claimed.iter().map(|c| u64::from(c.entry.length)).sum();
         if bytes < BULK_READ_BYTES {
-            return Ok(Self::read_and_decode(&self.store, claimed.iter().map(|c| (&*c.partition, &c.entry))));
+            return Ok(Self::read_and_view(&self.store, claimed.iter().map(|c| (&*c.partition, &c.entry))));
         }
         let store = self.store.clone();
         let wanted: Vec<(Arc<Partition>, IndexEntry)> =
             claimed.iter().map(|c| (c.partition.clone(), c.entry)).collect();
         self.metrics.bulk_reads.inc();
-        tokio::task::spawn_blocking(move || Self::read_and_decode(&store, wanted.iter().map(|(p, e)| (&**p, e))))
+        tokio::task::spawn_blocking(move || Self::read_and_view(&store, wanted.iter().map(|(p, e)| (&**p, e))))
             .await
             .map_err(|e| BrokerError::internal(format!("reading a batch of messages failed: {e}")))
     }
 
-    fn read_and_decode<'a>(
+    fn read_and_view<'a>(
         store: &Store,
         claimed: impl Iterator<Item = (&'a Partition, &'a IndexEntry)> + Clone,
-    ) -> Vec<Result<StoredMessage, BrokerError>> {
+    ) -> Vec<Result<StoredView, BrokerError>> {
         store.prefetch(claimed.clone().map(|(_, entry)| entry));
         let bodies = store.read_many(claimed.clone().map(|(_, entry)| entry));
-        claimed.zip(bodies).map(|((partition, _), body)| Self::decode_stored(partition, body)).collect()
+        claimed.zip(bodies).map(|((partition, _), body)| Self::view_stored(partition, body)).collect()
     }
 
     fn finish_without_delivery(&self, group: &GroupConfig, partition: &Partition, offset: u64) {
@@ -334,17 +334,17 @@ impl Drop for HeldLeases {
     }
 }
 
-/// A receive pass that reads this much log or more reads and decodes it on a blocking thread,
-/// not on the serving thread of the consumer's connection:
+/// A receive pass that reads this much log or more reads it (and finds its fields) on a
+/// blocking thread, not on the serving thread of the consumer's connection:
 ///
 /// - a read that misses the page cache (a backlog drained from disk) would otherwise stall every
 ///   connection served by that thread, producers' included, until the disk answers; so would
 ///   the read-ahead request for the next span, which allocates its pages and queues their reads
 ///   before it returns (10% of that thread's time in a drain from disk);
 /// - draining a backlog was bound by that one thread (BENCHMARKS.md, "Deep backlog"): while this
-///   pass is read and decoded elsewhere, it encodes and writes the pass before. (Encoding the
-///   answer here too was slower: with both cores busy, reading and encoding in series on one
-///   thread loses that overlap.)
+///   pass is read elsewhere, it encodes and writes the pass before. (Encoding the answer here
+///   too was slower: with both cores busy, reading and encoding in series on one thread loses
+///   that overlap.)
 ///
 /// Smaller passes (a consumer keeping up gets what just arrived) stay where they are: for them
 /// the two thread hand-overs would cost more than the read. A receive dropped while its pass is
@@ -491,7 +491,7 @@ mod tests {
     use super::*;
     use crate::broker::testing::broker;
 
-    /// A receive of 128 KiB of messages or more reads and decodes them on the runtime's blocking
+    /// A receive of 128 KiB of messages or more reads them on the runtime's blocking
     /// thread and delivers them as a small receive does: every one, in partition order, intact.
     #[tokio::test]
     async fn a_bulk_receive_reads_elsewhere_and_delivers_every_message_in_order() {
@@ -527,11 +527,11 @@ mod tests {
         assert_eq!(broker.metrics.bulk_reads.get(), 1, "290 KiB are read on the blocking thread");
 
         let delivered: Vec<_> =
-            small.iter().chain(&bulk).map(|d| (d.offset, &d.message.message_id, &d.message.body)).collect();
+            small.iter().chain(&bulk).map(|d| (d.offset, d.message.message_id().to_vec(), d.message.body())).collect();
         assert_eq!(delivered.len(), 300);
         for (i, (offset, id, message_body)) in delivered.into_iter().enumerate() {
-            assert_eq!((offset, id.as_str()), (i as u64, format!("m{i}").as_str()));
-            assert_eq!(message_body, &body(i), "body of message {i}");
+            assert_eq!((offset, id), (i as u64, format!("m{i}").into_bytes()));
+            assert_eq!(message_body, body(i), "body of message {i}");
         }
     }
 }

@@ -9,8 +9,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::consume::sql;
-
 use crate::storage::index::tag_hash;
+use crate::storage::stored_view::StoredView;
 
 /// Longest filter expression accepted.
 pub const MAX_EXPRESSION_LEN: usize = 4096;
@@ -108,6 +108,16 @@ impl Filter {
         }
     }
 
+    /// Whether a stored message matches, reading only what this filter needs of it: nothing,
+    /// the tag, or (SQL) the whole message decoded.
+    pub fn matches_stored(&self, message: &StoredView) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tags { tags, .. } => std::str::from_utf8(message.tag()).is_ok_and(|tag| tags.contains(tag)),
+            Self::Sql(_) => message.decode().is_ok_and(|m| self.matches(&m.tag, &m.user_properties)),
+        }
+    }
+
     /// Whether a message with this tag and these properties matches.
     pub fn matches(&self, tag: &str, properties: &HashMap<String, String>) -> bool {
         match self {
@@ -149,6 +159,27 @@ mod tests {
         let sql = Filter::parse(FilterKind::Sql, "a > 1").unwrap();
         assert!(sql.may_match(0), "SQL filters cannot use the tag hash");
         assert!(sql.matches("", &HashMap::from([("a".to_string(), "2".to_string())])));
+    }
+
+    /// A stored message is matched on what each filter reads of it: its tag for a tag filter,
+    /// its properties for a SQL one.
+    #[test]
+    fn stored_messages_match_on_their_tag_and_properties() {
+        use prost::Message as _;
+        let stored = |tag: &str, a: &str| {
+            let m = crate::storage::record::StoredMessage {
+                tag: tag.into(),
+                user_properties: HashMap::from([("a".to_string(), a.to_string())]),
+                ..Default::default()
+            };
+            StoredView::parse(m.encode_to_vec().into()).unwrap()
+        };
+        let tags = Filter::parse(FilterKind::Tag, "TagA || TagB").unwrap();
+        assert!(tags.matches_stored(&stored("TagB", "1")) && !tags.matches_stored(&stored("TagC", "1")));
+        assert!(!tags.matches_stored(&stored("", "1")));
+        let sql = Filter::parse(FilterKind::Sql, "a > 1").unwrap();
+        assert!(sql.matches_stored(&stored("", "2")) && !sql.matches_stored(&stored("TagA", "1")));
+        assert!(Filter::All.matches_stored(&stored("", "")));
     }
 
     proptest::proptest! {

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use weir_proto::rocketmq::v2 as pb;
 
-use crate::broker::{Delivery, IncomingMessage};
+use crate::broker::IncomingMessage;
 use crate::catalog::MessageType;
 use crate::error::BrokerError;
 use crate::storage::record::{StoredMessage, StoredMessageType};
@@ -113,37 +113,11 @@ fn gunzip(body: &[u8], max: usize) -> Result<bytes::Bytes, BrokerError> {
     Ok(out.into())
 }
 
-/// A delivery as the clients expect it: every field they dereference is set (§3.2 of the protocol
-/// notes): MD5 body digest in upper-case hex, receipt handle, delivery attempt >= 1.
-pub fn delivered(d: Delivery, store_host: &str) -> pb::Message {
-    let lease = Lease {
-        receipt: d.receipt,
-        partition: d.partition,
-        offset: d.offset,
-        attempt: d.attempt,
-        invisible: d.invisible,
-    };
-    stored_to_wire(d.message, store_host, Some(lease))
-}
-
-/// What a delivery adds to a stored message.
-pub struct Lease {
-    /// Receipt handle.
-    pub receipt: String,
-    /// Partition.
-    pub partition: u32,
-    /// Queue offset.
-    pub offset: u64,
-    /// Delivery attempt.
-    pub attempt: u32,
-    /// Invisible duration.
-    pub invisible: Duration,
-}
-
-/// A stored message on the wire; `lease` is set for deliveries to consumers (check-back commands
-/// to producers carry none).
-pub fn stored_to_wire(m: StoredMessage, store_host: &str, lease: Option<Lease>) -> pb::Message {
-    let mut sys = pb::SystemProperties {
+/// A stored message on the wire, without a lease: what a check-back command shows the producer.
+/// Deliveries to consumers are encoded from the record instead (`grpc::delivery`), with the same
+/// fields and a lease's.
+pub fn stored_to_wire(m: StoredMessage, store_host: &str) -> pb::Message {
+    let sys = pb::SystemProperties {
         tag: (!m.tag.is_empty()).then_some(m.tag),
         keys: m.keys,
         message_id: m.message_id,
@@ -163,13 +137,6 @@ pub fn stored_to_wire(m: StoredMessage, store_host: &str, lease: Option<Lease>) 
         trace_context: (!m.trace_context.is_empty()).then_some(m.trace_context),
         ..Default::default()
     };
-    if let Some(l) = lease {
-        sys.receipt_handle = Some(l.receipt);
-        sys.queue_id = l.partition as i32;
-        sys.queue_offset = Some(l.offset as i64);
-        sys.invisible_duration = Some(wire_duration(l.invisible));
-        sys.delivery_attempt = Some(l.attempt as i32);
-    }
     pb::Message {
         topic: Some(pb::Resource { resource_namespace: String::new(), name: m.topic }),
         user_properties: m.user_properties,
@@ -189,16 +156,17 @@ mod tests {
         }
     }
 
-    /// The clients verify a delivered body against its digest: MD5, upper-case hex.
+    /// The clients verify a body against its digest: MD5, upper-case hex (deliveries, encoded
+    /// elsewhere, are checked against this).
     #[test]
-    fn a_delivered_message_carries_the_md5_of_its_body_in_upper_case_hex() {
+    fn a_stored_message_on_the_wire_carries_the_md5_of_its_body_in_upper_case_hex() {
         let body = b"abc";
         let stored = StoredMessage {
             body: bytes::Bytes::from_static(body),
             body_md5: bytes::Bytes::copy_from_slice(&crate::digest::md5_of_each(&[body])[0]),
             ..Default::default()
         };
-        let digest = stored_to_wire(stored, "host", None).system_properties.unwrap().body_digest.unwrap();
+        let digest = stored_to_wire(stored, "host").system_properties.unwrap().body_digest.unwrap();
         assert_eq!(digest.r#type, pb::DigestType::Md5 as i32);
         assert_eq!(digest.checksum, "900150983CD24FB0D6963F7D28E17F72");
     }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod admin;
 pub mod context;
 pub mod convert;
+pub mod delivery;
 pub mod forward;
 #[cfg(test)]
 mod raw_service;
@@ -36,6 +37,7 @@ use crate::error::BrokerError;
 use access::Guarded;
 use context::Caller;
 use convert::name;
+use delivery::DeliveryEncoder;
 use forward::Peers;
 use route::Advertised;
 use status::{batch_status, error_status, ok};
@@ -102,7 +104,11 @@ impl Messaging {
             .observe(started.elapsed().as_secs_f64() * 1000.0);
     }
 
-    async fn receive(&self, caller: &Caller, req: pb::ReceiveMessageRequest) -> Result<Vec<pb::Message>, BrokerError> {
+    async fn receive(
+        &self,
+        caller: &Caller,
+        req: pb::ReceiveMessageRequest,
+    ) -> Result<Vec<pb::EncodedMessage>, BrokerError> {
         let topic = req
             .message_queue
             .as_ref()
@@ -151,7 +157,8 @@ impl Messaging {
         };
         let deliveries = self.broker.receive(&request).await?;
         let host = self.advertised.host_port();
-        Ok(deliveries.into_iter().map(|d| convert::delivered(d, &host)).collect())
+        let mut encoder = DeliveryEncoder::new(&host, deliveries.len());
+        Ok(deliveries.into_iter().map(|d| encoder.encode(d)).collect())
     }
 }
 
@@ -252,7 +259,7 @@ impl MessagingService for Messaging {
             Ok(messages) => {
                 let mut v = Vec::with_capacity(messages.len() + 2);
                 v.push(Content::Status(ok()));
-                v.extend(messages.into_iter().map(Content::Message));
+                v.extend(messages.into_iter().map(Content::Encoded));
                 v.push(Content::DeliveryTimestamp(convert::now()));
                 (pb::Code::Ok as i32, v)
             }

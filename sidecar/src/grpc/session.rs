@@ -114,7 +114,7 @@ fn server_command(command: ServerCommand, store_host: &str) -> pb::TelemetryComm
         ServerCommand::RecoverOrphanedTransaction { message, transaction_id } => pb::TelemetryCommand {
             status: Some(ok()),
             command: Some(Command::RecoverOrphanedTransactionCommand(pb::RecoverOrphanedTransactionCommand {
-                message: Some(convert::stored_to_wire(*message, store_host, None)),
+                message: Some(convert::stored_to_wire(*message, store_host)),
                 transaction_id,
             })),
         },

@@ -24,6 +24,7 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 mod staging;
+pub mod stored_view;
 mod upkeep;
 pub mod writer;
 mod zero_fill;
