@@ -170,8 +170,8 @@ pub struct Delivery {
     pub partition: u32,
     /// Queue offset.
     pub offset: u64,
-    /// Handle for ack / change invisibility.
-    pub receipt: String,
+    /// What its handle for ack / change invisibility identifies.
+    pub receipt: Receipt,
     /// 1 on first delivery.
     pub attempt: u32,
     /// How long it stays invisible.

@@ -143,7 +143,7 @@ impl Broker {
                         message,
                         partition: partition.id(),
                         offset,
-                        receipt: receipt.encode(),
+                        receipt,
                         attempt: lease.attempt,
                         invisible,
                     });

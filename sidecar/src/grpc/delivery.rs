@@ -115,7 +115,7 @@ impl<'a> DeliveryEncoder<'a> {
         if m.delivery_timestamp_ms > 0 {
             prost::encoding::message::encode(DELIVERY_TIMESTAMP, &timestamp(m.delivery_timestamp_ms), out);
         }
-        put_bytes(out, RECEIPT_HANDLE, d.receipt.as_bytes());
+        put_bytes(out, RECEIPT_HANDLE, d.receipt.text().as_str().as_bytes());
         // int32 and int64 fields are varints of their sign-extended value, as prost writes them.
         put_varint(out, QUEUE_ID, i64::from(d.partition as i32) as u64);
         encode_key(QUEUE_OFFSET, WireType::Varint, out);
@@ -181,6 +181,7 @@ mod tests {
     use weir_proto::rocketmq::v2::receive_message_response::Content;
 
     use super::*;
+    use crate::consume::receipt::Receipt;
     use crate::grpc::convert::stored_to_wire;
     use crate::storage::record::StoredMessage;
     use crate::storage::stored_view::strategies::stored_message;
@@ -199,7 +200,7 @@ mod tests {
     fn expected(m: StoredMessage, d: &Delivery, host: &str) -> pb::Message {
         let mut wire = stored_to_wire(m, host);
         let sys = wire.system_properties.as_mut().unwrap();
-        sys.receipt_handle = Some(d.receipt.clone());
+        sys.receipt_handle = Some(d.receipt.encode());
         sys.queue_id = d.partition as i32;
         sys.queue_offset = Some(d.offset as i64);
         sys.invisible_duration = Some(wire_duration(d.invisible));
@@ -223,7 +224,7 @@ mod tests {
                 message: StoredView::parse(m.encode_to_vec().into()).unwrap(),
                 partition,
                 offset,
-                receipt: format!("1-0-{partition:x}-{offset:x}-1-00000000"),
+                receipt: Receipt { broker: 0, partition, offset, generation: attempt.into() },
                 attempt,
                 invisible: Duration::from_millis(invisible_ms),
             };
@@ -254,7 +255,7 @@ mod tests {
                     message: StoredView::parse(m.encode_to_vec().into()).unwrap(),
                     partition: 1,
                     offset: i as u64,
-                    receipt: format!("r{i}"),
+                    receipt: Receipt { broker: 0, partition: 1, offset: i as u64, generation: 7 },
                     attempt: 1,
                     invisible: Duration::from_secs(30),
                 };
