@@ -51,7 +51,7 @@ pub struct Metrics {
     pub timer_fired: prometheus::IntCounter,
     /// Records skipped because stored bytes failed verification.
     pub corrupt_records: IntCounterVec,
-    /// Receive passes whose messages were read and decoded on a blocking thread.
+    /// Receive passes whose messages were read on a blocking thread.
     pub bulk_reads: prometheus::IntCounter,
     /// What woken long polls did, resolved once per result.
     pub long_poll: LongPollCounters,
@@ -149,7 +149,7 @@ impl Metrics {
                 &registry,
                 prometheus::IntCounter::new(
                     "weir_receive_bulk_reads_total",
-                    "Receive passes that read 128 KiB of log or more, read and decoded on a blocking thread instead of the connection's serving thread.",
+                    "Receive passes that read 128 KiB of log or more, read on a blocking thread instead of the connection's serving thread.",
                 )
                 .expect("valid counter"),
             ),
