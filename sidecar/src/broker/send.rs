@@ -266,7 +266,8 @@ impl Broker {
         let body_len = m.body.len();
         let transaction_id = if kind == RecordKind::Half { self.new_transaction_id() } else { String::new() };
         let stored = StoredMessage {
-            topic: topic.config.name.clone(),
+            // The catalog found the topic by this very name: moved, not copied.
+            topic: m.topic,
             partition,
             message_id: m.message_id,
             tag,

@@ -84,7 +84,7 @@ pub fn incoming(m: pb::Message, max_body: usize) -> Result<IncomingMessage, Brok
         Err(_) => return Err(BrokerError::BadRequest(format!("unknown body encoding {}", sys.body_encoding))),
     };
     Ok(IncomingMessage {
-        topic: name(&m.topic).to_owned(),
+        topic: m.topic.map(|r| r.name).unwrap_or_default(),
         message_id: sys.message_id,
         message_type: message_type(sys.message_type)?,
         tag: sys.tag,
