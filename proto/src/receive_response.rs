@@ -1,8 +1,8 @@
 //! `apache.rocketmq.v2.ReceiveMessageResponse`, written by hand instead of generated, so that a
 //! broker can send a delivered message it encoded itself.
 //!
-//! A broker keeps messages as encoded records. Decoding one into a [`Message`] (a dozen strings
-//! and a map), then encoding that again, costs more than the delivery's other work together; the
+//! A broker keeps messages as encoded records. Decoding one into a
+//! [`Message`](crate::rocketmq::v2::Message) (a dozen strings and a map), then encoding that again, costs more than the delivery's other work together; the
 //! [`Content::Encoded`] variant lets the broker write the message's fields straight from its
 //! record and hand over the body as it was read. On the wire it is the same as
 //! [`Content::Message`]:
@@ -22,8 +22,6 @@
 use bytes::{Buf, BufMut, Bytes};
 use prost::DecodeError;
 use prost::encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, key_len, message};
-
-use crate::rocketmq::v2::{Message, Status};
 
 /// One element of the ReceiveMessage stream. Never send one with nothing set: the Rust client
 /// unwraps it.
@@ -90,6 +88,17 @@ impl EncodedMessage {
     }
 }
 
+/// A nested message decoded from the field at hand, for a oneof variant not yet set.
+fn decoded<M: prost::Message + Default>(
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<M, DecodeError> {
+    let mut m = M::default();
+    message::merge(wire_type, &mut m, buf, ctx)?;
+    Ok(m)
+}
+
 /// The length of a length-delimited field of `len` bytes, key and length included.
 fn bytes_field_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
@@ -121,25 +130,12 @@ impl prost::Message for ReceiveMessageResponse {
         // another field replaces it.
         match (tag, &mut self.content) {
             (STATUS, Some(Content::Status(s))) => message::merge(wire_type, s, buf, ctx),
-            (STATUS, _) => {
-                let mut s = Status::default();
-                message::merge(wire_type, &mut s, buf, ctx)?;
-                self.content = Some(Content::Status(s));
-                Ok(())
-            }
+            (STATUS, _) => decoded(wire_type, buf, ctx).map(|s| self.content = Some(Content::Status(s))),
             (MESSAGE, Some(Content::Message(m))) => message::merge(wire_type, m, buf, ctx),
-            (MESSAGE, _) => {
-                let mut m = Message::default();
-                message::merge(wire_type, &mut m, buf, ctx)?;
-                self.content = Some(Content::Message(m));
-                Ok(())
-            }
+            (MESSAGE, _) => decoded(wire_type, buf, ctx).map(|m| self.content = Some(Content::Message(m))),
             (DELIVERY_TIMESTAMP, Some(Content::DeliveryTimestamp(t))) => message::merge(wire_type, t, buf, ctx),
             (DELIVERY_TIMESTAMP, _) => {
-                let mut t = prost_types::Timestamp::default();
-                message::merge(wire_type, &mut t, buf, ctx)?;
-                self.content = Some(Content::DeliveryTimestamp(t));
-                Ok(())
+                decoded(wire_type, buf, ctx).map(|t| self.content = Some(Content::DeliveryTimestamp(t)))
             }
             _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
         }
@@ -165,7 +161,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::rocketmq::v2::{Resource, SystemProperties};
+    use crate::rocketmq::v2::{Message, Resource, Status, SystemProperties};
 
     fn message(body: &'static [u8]) -> Message {
         Message {
