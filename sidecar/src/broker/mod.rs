@@ -44,7 +44,7 @@ use crate::storage::frame::RecordKind;
 use crate::storage::index::{IndexEntry, tag_hash};
 use crate::storage::record::{DeadLetterOrigin, StoredMessage, StoredMessageType};
 use crate::storage::stored_view::StoredView;
-use crate::storage::{AppendRecord, Durability, Partition, StorageError, Store};
+use crate::storage::{AppendRecord, Durability, Partition, RecordBody, StorageError, Store};
 use crate::txn::Transactions;
 
 /// Limits and defaults of the broker.

@@ -104,23 +104,19 @@ impl Broker {
         let mut records = Vec::new();
         let mut pending = Vec::new();
         let mut durability = Durability::Async;
-        let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_ref()).collect();
-        let digests = crate::digest::md5_of_each(&bodies);
-        drop(bodies);
         // One store time for the request's messages: they arrived together.
         let store_time = now_ms();
         let mut topic: Option<Arc<Topic>> = None;
         let prepared: Vec<_> = messages
             .into_iter()
-            .zip(digests)
-            .map(|(message, digest)| {
+            .map(|message| {
                 // A request's messages mostly go to one topic: resolved once per run of them.
                 let t = match topic.take() {
                     Some(t) if t.config.name == message.topic => t,
                     _ => self.catalog.topic(&message.topic)?,
                 };
                 topic = Some(t.clone());
-                self.prepare(t, message, digest, store_time)
+                self.prepare(t, message, store_time)
             })
             .collect();
         // Retries of sends already stored are looked up for the whole request under one lock.
@@ -212,15 +208,10 @@ impl Broker {
         }
     }
 
-    /// Validates a message for `topic` and encodes its record (with `digest`, the MD5 of its
-    /// body); whether it was already stored is looked up by the caller, for a whole request at once.
-    fn prepare(
-        &self,
-        topic: Arc<Topic>,
-        m: IncomingMessage,
-        digest: [u8; 16],
-        store_time: i64,
-    ) -> Result<New, BrokerError> {
+    /// Validates a message for `topic` and makes its record (digested and encoded by the store, see
+    /// [`RecordBody::sent`]); whether it was already stored is looked up by the caller, for a whole
+    /// request at once.
+    fn prepare(&self, topic: Arc<Topic>, m: IncomingMessage, store_time: i64) -> Result<New, BrokerError> {
         if !topic.config.access.writable() {
             return Err(BrokerError::Forbidden(format!("topic {} is read-only (spec.permission)", topic.config.name)));
         }
@@ -279,27 +270,32 @@ impl Broker {
             store_timestamp_ms: store_time,
             delivery_timestamp_ms: m.delivery_timestamp_ms.unwrap_or(0),
             user_properties: m.user_properties,
-            body_md5: Bytes::copy_from_slice(&digest),
+            body_md5: Bytes::new(),
             body: m.body,
             trace_context: m.trace_context,
             dead_letter: None,
             transaction_id,
         };
         let group_hash = index_group_hash(&topic, &stored.message_group);
+        let tag_hash = tag_hash(&stored.tag);
+        let receipt = SendReceipt {
+            message_id: stored.message_id.clone(),
+            partition,
+            offset: 0,
+            transaction_id: stored.transaction_id.clone(),
+        };
+        let body = RecordBody::sent(stored);
         let record = match kind {
             RecordKind::Message => AppendRecord::message(
                 topic.partitions[partition as usize].clone(),
-                tag_hash(&stored.tag),
+                tag_hash,
                 group_hash,
                 store_time as u64,
-                stored.encode_to_vec(),
+                body,
             ),
             // Delayed and half messages stay out of the partitions until they are due or committed.
-            other => AppendRecord::state(other, stored.encode_to_vec()),
+            other => AppendRecord::state(other, body),
         };
-        // The ids move on to the answer once the record is encoded (no copy per message).
-        let receipt =
-            SendReceipt { message_id: stored.message_id, partition, offset: 0, transaction_id: stored.transaction_id };
         Ok(New { record, topic, receipt, key, body_len, message_type })
     }
 

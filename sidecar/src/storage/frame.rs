@@ -88,11 +88,24 @@ pub fn padded(len: u64) -> u64 {
 
 /// Appends one frame (header, body, zero padding) to `out`.
 ///
-/// The CRC is computed here, after `position` and `sequence` are known; callers pre-encode the body
-/// outside the writer so that this stays a copy plus one CRC pass.
+/// The CRC is computed here, after `position` and `sequence` are known.
 pub fn encode_into(out: &mut Vec<u8>, kind: RecordKind, position: u64, sequence: u64, body: &[u8]) {
-    let length = HEADER_LEN + body.len();
+    encode_with(out, kind, position, sequence, body.len(), |out| out.extend_from_slice(body));
+}
+
+/// Appends one frame whose body `write_body` writes straight into `out`: exactly `body_len` bytes,
+/// known beforehand (a record encoded in place, with no buffer of its own to copy from).
+pub fn encode_with(
+    out: &mut Vec<u8>,
+    kind: RecordKind,
+    position: u64,
+    sequence: u64,
+    body_len: usize,
+    write_body: impl FnOnce(&mut Vec<u8>),
+) {
+    let length = HEADER_LEN + body_len;
     let start = out.len();
+    out.reserve(padded(length as u64) as usize);
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&(length as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]); // crc, filled below
@@ -101,7 +114,8 @@ pub fn encode_into(out: &mut Vec<u8>, kind: RecordKind, position: u64, sequence:
     out.extend_from_slice(&[0; 2]); // spare
     out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&sequence.to_le_bytes());
-    out.extend_from_slice(body);
+    write_body(out);
+    debug_assert_eq!(out.len() - start, length, "the body is the length announced");
     let crc = crc32c::crc32c(&out[start + 12..start + length]);
     out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
     let pad = padded(length as u64) as usize - length;

@@ -21,6 +21,7 @@ pub mod frame;
 pub mod index;
 mod publisher;
 pub mod record;
+pub mod record_body;
 pub mod recovery;
 pub mod segment;
 mod staging;
@@ -47,6 +48,7 @@ use checkpoint::Checkpoint;
 use commitlog::CommitLog;
 use frame::RecordKind;
 use index::{IndexEntry, PartitionIndex};
+pub use record_body::RecordBody;
 pub use recovery::RecoveryReport;
 use upkeep::LogUpkeep;
 pub use writer::AppendRecord;
@@ -602,8 +604,9 @@ impl Store {
         // Written here (or by whoever holds the writer); the writer thread runs the fdatasync a
         // Sync append waits for, or starts its flush timer. Once it has stopped, the append was
         // refused anyway, so a failed wake-up changes nothing.
-        let append = Append { records, durability, reply };
+        let mut append = Append { records, durability, reply };
         if !staging::on_current_thread_runtime() {
+            Append::digest_all([&mut append]);
             self.committer.queue(append);
             self.commit_waiting();
         } else if let Some(first) = staging::Staged::stage(self, append) {

@@ -13,8 +13,11 @@
 //!    send B ──stage──► [A B]
 //!    ack  C ──stage──► [A B C]     (64 KiB staged: queued and written at once)
 //!    ... the thread's other ready tasks run ...
-//!    A runs again ──► queue [A B C] ──► group commit ──► one group, one publication
+//!    A runs again ──► digest [A B C] ──► queue them ──► group commit ──► one group, one publication
 //! ```
+//!
+//! The turn's sent messages are digested together on the way (see `record_body`): a turn of
+//! one-message sends still hashes its bodies side by side.
 //!
 //! Staging is per thread and only on current-thread runtimes (the serving threads'), where a
 //! task never moves: a group never waits for, or answers, another thread's requests, and a
@@ -76,6 +79,7 @@ impl Drop for Staged<'_> {
 fn write_staged(store: &Store) {
     let id = store.identity();
     STAGED.with_borrow_mut(|staged| {
+        Append::digest_all(staged.iter_mut().filter(|(s, _)| *s == id).map(|(_, append)| append));
         store.committer.queue_all(staged.extract_if(.., |(s, _)| *s == id).map(|(_, append)| append));
     });
     store.commit_waiting();

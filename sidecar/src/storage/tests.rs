@@ -194,6 +194,52 @@ async fn appends_staged_behind_a_cancelled_one_are_written() {
     assert_eq!(read_all(&store, "orders", 0), vec![message("orders", 0, 0), message("orders", 0, 1)]);
 }
 
+/// Sent messages (digested and encoded by the store) from several concurrent appends are stored
+/// as encoding them with their body's MD5 gives, among records their callers encoded.
+async fn sent_messages_are_stored_with_their_digests() {
+    use md5::{Digest, Md5};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path(), Arc::new(AckCounter::default()));
+    let p = store.partition("orders", 0).unwrap();
+    let appends = (0..6u64).map(|request| {
+        let records = (request * 5..request * 5 + 5)
+            .map(|n| {
+                let mut m = message("orders", 0, n);
+                m.body = Bytes::from(vec![n as u8; 100 + 37 * n as usize]);
+                // Every third one encoded by its caller, with a digest of its own.
+                let body = if n % 3 == 0 { m.encode_to_vec().into() } else { RecordBody::sent(m) };
+                AppendRecord::message(p.clone(), 0, 0, 0, body)
+            })
+            .collect();
+        store.append(records, Durability::Async)
+    });
+    for appended in futures::future::join_all(appends).await {
+        appended.unwrap();
+    }
+    let stored = read_all(&store, "orders", 0);
+    assert_eq!(stored.len(), 30);
+    for (n, m) in stored.into_iter().enumerate() {
+        let mut expected = message("orders", 0, n as u64);
+        expected.body = Bytes::from(vec![n as u8; 100 + 37 * n]);
+        if n % 3 != 0 {
+            expected.body_md5 = Bytes::copy_from_slice(&Md5::digest(&expected.body));
+        }
+        assert_eq!(m, expected, "message {n}");
+    }
+}
+
+/// On a serving thread (current-thread runtime) the appends of a turn are digested together.
+#[tokio::test]
+async fn staged_sent_messages_are_stored_with_their_digests() {
+    sent_messages_are_stored_with_their_digests().await;
+}
+
+/// Elsewhere each append is digested on its own before it is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_sent_messages_are_stored_with_their_digests() {
+    sent_messages_are_stored_with_their_digests().await;
+}
+
 /// After a crash the last segment goes on with the zeros the zero-filler wrote ahead of the data
 /// under a Sync load: recovery takes them for the end of the data (no torn tail, nothing skipped,
 /// nothing past the data counted durable), appends continue into them, and a clean shutdown cuts

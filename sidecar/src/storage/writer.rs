@@ -1,6 +1,7 @@
 //! The group commit: appending to the commit log, one group of appends at a time.
 //!
-//! Producers and acknowledgers hand in batches of pre-encoded record bodies. A group takes
+//! Producers and acknowledgers hand in batches of records: bodies they encoded, or sent messages
+//! that the group encodes straight into its buffer (see `record_body`). A group takes
 //! everything that queued up while the previous one was being written, frames it into one buffer
 //! and issues one `pwrite`. Under load the groups grow by themselves, so the cost of a write and
 //! of an fdatasync is shared by many messages; at low load a lone message is written at once.
@@ -42,6 +43,7 @@ use tokio::sync::oneshot;
 use crate::storage::frame::{self, HEADER_LEN, RecordKind};
 use crate::storage::index::IndexEntry;
 use crate::storage::publisher::{Publisher, Reply, StateRecord, Waiter, WrittenGroup};
+use crate::storage::record_body::{RecordBody, digest_sent};
 use crate::storage::segment::Segment;
 use crate::storage::{Appended, Durability, Partition, StorageError, StoreInner, StoreMetrics};
 
@@ -61,8 +63,8 @@ pub struct AppendRecord {
     /// For consumer progress: the topic whose long polls it may free a message for (an
     /// acknowledgement frees the next message of a FIFO group). Unset: every topic's.
     pub wakes: Option<Box<str>>,
-    /// The encoded body.
-    pub body: Vec<u8>,
+    /// The body, encoded or to be encoded when written.
+    pub body: RecordBody,
 }
 
 impl AppendRecord {
@@ -72,7 +74,7 @@ impl AppendRecord {
         tag_hash: u32,
         group_hash: u32,
         store_time_ms: u64,
-        body: Vec<u8>,
+        body: impl Into<RecordBody>,
     ) -> Self {
         Self {
             kind: RecordKind::Message,
@@ -81,13 +83,13 @@ impl AppendRecord {
             group_hash,
             store_time_ms,
             wakes: None,
-            body,
+            body: body.into(),
         }
     }
 
     /// A record for the state machine (consumer progress and the like).
-    pub fn state(kind: RecordKind, body: Vec<u8>) -> Self {
-        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, wakes: None, body }
+    pub fn state(kind: RecordKind, body: impl Into<RecordBody>) -> Self {
+        Self { kind, partition: None, tag_hash: 0, group_hash: 0, store_time_ms: 0, wakes: None, body: body.into() }
     }
 
     /// Consumer progress on `topic`: once published it wakes that topic's long polls only.
@@ -106,6 +108,12 @@ pub(crate) struct Append {
 impl Append {
     pub(crate) fn bytes(&self) -> usize {
         self.records.iter().map(|r| r.body.len() + HEADER_LEN).sum()
+    }
+
+    /// Computes the body digests of the sent messages of `appends` together (see
+    /// [`record_body`](crate::storage::record_body)). Every append passes here once, before it is queued.
+    pub(crate) fn digest_all<'a>(appends: impl IntoIterator<Item = &'a mut Append>) {
+        digest_sent(appends.into_iter().flat_map(|a| a.records.iter_mut().map(|r| &mut r.body)));
     }
 
     /// Whether it carries messages (acknowledgements alone may use the free-space reserve).
@@ -471,12 +479,16 @@ impl Writer {
                     }
                     None => 0,
                 };
-                frame::encode_into(&mut self.buf, record.kind, position, sequence, &record.body);
+                let body_start = self.buf.len() + HEADER_LEN;
+                frame::encode_with(&mut self.buf, record.kind, position, sequence, record.body.len(), |out| {
+                    record.body.write_into(out)
+                });
                 if record.kind != RecordKind::Message {
+                    let written = &self.buf[body_start..body_start + record.body.len()];
                     state_records.push(StateRecord {
                         kind: record.kind,
                         position,
-                        body: record.body,
+                        body: record.body.into_bytes(written),
                         wakes: record.wakes,
                     });
                 }
