@@ -62,7 +62,9 @@ impl RecordBody {
     pub fn write_into(&self, out: &mut Vec<u8>) {
         match self {
             Self::Encoded(bytes) => out.extend_from_slice(bytes),
-            Self::Sent { message, .. } => message.encode(out).expect("a Vec grows to hold any record"),
+            // Its length was computed when it was made (`encode` would compute it again): a
+            // `Vec` grows as needed, and the frame checks that `len` bytes were written.
+            Self::Sent { message, .. } => message.encode_raw(out),
         }
     }
 
