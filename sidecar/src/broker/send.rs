@@ -270,6 +270,7 @@ impl Broker {
             store_timestamp_ms: store_time,
             delivery_timestamp_ms: m.delivery_timestamp_ms.unwrap_or(0),
             user_properties: m.user_properties,
+            // Computed by the store with the rest of the turn's (`RecordBody::sent`).
             body_md5: Bytes::new(),
             body: m.body,
             trace_context: m.trace_context,
