@@ -10,7 +10,7 @@
 //!
 //! Writes are group-committed in log order ([`writer`]): request threads write, a writer thread
 //! runs the fdatasyncs, and groups become visible in log order once durable as asked
-//! ([`publisher`]); reads are positioned reads from any thread. The log is the only source of
+//! (`publisher`); reads are positioned reads from any thread. The log is the only source of
 //! truth: indexes and consumer state are rebuilt from it past the checkpoint on every start
 //! ([`recovery`]).
 

@@ -233,7 +233,7 @@ impl Segment {
     /// Reads exactly `len` bytes at log position `position` past the page cache (`O_DIRECT`): the
     /// disk's DMA fills the buffer, with no page cache pages to allocate and no copy out of
     /// them. For log the page cache let go of (`cache_window.rs`), which is synced, so no dirty
-    /// page has to be written first. The read is widened to [`DIRECT_ALIGN`] at both ends into
+    /// page has to be written first. The read is widened to `DIRECT_ALIGN` at both ends into
     /// an aligned part of a larger buffer (zero-filled first, as safe code reads only into
     /// initialised bytes; still cheaper than the copy it saves); the answer shares that buffer.
     /// `None` where the file system refuses `O_DIRECT` (the caller reads through the cache).

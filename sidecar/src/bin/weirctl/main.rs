@@ -98,7 +98,7 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Inspect and resend a consumer group's dead-letter queue (%DLQ%<group>).
+    /// Inspect and resend a consumer group's dead-letter queue (`%DLQ%<group>`).
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
