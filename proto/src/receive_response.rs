@@ -2,7 +2,8 @@
 //! broker can send a delivered message it encoded itself.
 //!
 //! A broker keeps messages as encoded records. Decoding one into a
-//! [`Message`](crate::rocketmq::v2::Message) (a dozen strings and a map), then encoding that again, costs more than the delivery's other work together; the
+//! [`Message`](crate::rocketmq::v2::Message) (a dozen strings and a map), then encoding that
+//! again, costs more than the delivery's other work together; the
 //! [`Content::Encoded`] variant lets the broker write the message's fields straight from its
 //! record and hand over the body as it was read. On the wire it is the same as
 //! [`Content::Message`]:

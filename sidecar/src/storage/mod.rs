@@ -604,9 +604,8 @@ impl Store {
         // Written here (or by whoever holds the writer); the writer thread runs the fdatasync a
         // Sync append waits for, or starts its flush timer. Once it has stopped, the append was
         // refused anyway, so a failed wake-up changes nothing.
-        let mut append = Append { records, durability, reply };
+        let append = Append { records, durability, reply };
         if !staging::on_current_thread_runtime() {
-            Append::digest_all([&mut append]);
             self.committer.queue(append);
             self.commit_waiting();
         } else if let Some(first) = staging::Staged::stage(self, append) {

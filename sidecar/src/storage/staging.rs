@@ -79,7 +79,6 @@ impl Drop for Staged<'_> {
 fn write_staged(store: &Store) {
     let id = store.identity();
     STAGED.with_borrow_mut(|staged| {
-        Append::digest_all(staged.iter_mut().filter(|(s, _)| *s == id).map(|(_, append)| append));
         store.committer.queue_all(staged.extract_if(.., |(s, _)| *s == id).map(|(_, append)| append));
     });
     store.commit_waiting();

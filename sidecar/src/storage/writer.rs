@@ -111,8 +111,9 @@ impl Append {
     }
 
     /// Computes the body digests of the sent messages of `appends` together (see
-    /// [`record_body`](crate::storage::record_body)). Every append passes here once, before it is queued.
-    pub(crate) fn digest_all<'a>(appends: impl IntoIterator<Item = &'a mut Append>) {
+    /// [`record_body`](crate::storage::record_body)). Every append passes here once, as it is
+    /// queued ([`Committer::queue`], [`Committer::queue_all`]).
+    fn digest_all<'a>(appends: impl IntoIterator<Item = &'a mut Append>) {
         digest_sent(appends.into_iter().flat_map(|a| a.records.iter_mut().map(|r| &mut r.body)));
     }
 
@@ -164,13 +165,17 @@ impl Committer {
     }
 
     /// Queues an append, to be written by the next [`Self::commit_waiting`] (this caller's or
-    /// anyone's).
-    pub(crate) fn queue(&self, append: Append) {
+    /// anyone's). Its sent messages are digested first, outside the lock.
+    pub(crate) fn queue(&self, mut append: Append) {
+        Append::digest_all([&mut append]);
         self.waiting.lock().push(append);
     }
 
-    /// Queues appends, in order, under one lock.
+    /// Queues appends, in order, under one lock; the sent messages of all of them are digested
+    /// together first, outside it (a serving thread's turn, see `staging`).
     pub(crate) fn queue_all(&self, appends: impl IntoIterator<Item = Append>) {
+        let mut appends: Vec<Append> = appends.into_iter().collect();
+        Append::digest_all(&mut appends);
         self.waiting.lock().extend(appends);
     }
 
