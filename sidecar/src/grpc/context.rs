@@ -2,9 +2,19 @@
 
 use std::time::{Duration, Instant};
 
+use http::HeaderName;
 use tonic::metadata::MetadataMap;
 
 use crate::error::BrokerError;
+
+/// The headers read from every request, named once: a name given as a string is parsed and
+/// checked again on every lookup.
+static LANGUAGE: HeaderName = HeaderName::from_static("x-mq-language");
+static CLIENT_ID: HeaderName = HeaderName::from_static("x-mq-client-id");
+static TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+static FORWARDED: HeaderName = HeaderName::from_static(crate::grpc::forward::FORWARDED_HEADER);
+static AUTHORIZATION: HeaderName = HeaderName::from_static("authorization");
+static DATE_TIME: HeaderName = HeaderName::from_static("x-mq-date-time");
 
 /// Longest client id accepted.
 const MAX_CLIENT_ID: usize = 256;
@@ -30,10 +40,12 @@ impl Caller {
     /// Reads the headers. A missing client id is an error (it keys sessions and leases); the
     /// language is kept even then so the error can be phrased for the client.
     pub fn from_metadata(md: &MetadataMap) -> (String, Result<Self, BrokerError>) {
-        let get = |k: &str| md.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_owned();
-        let language = get("x-mq-language");
-        let client_id = get("x-mq-client-id");
-        let deadline = md.get("grpc-timeout").and_then(|v| v.to_str().ok()).and_then(parse_grpc_timeout);
+        let headers = md.as_ref();
+        let text = |k: &HeaderName| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").trim();
+        let get = |k: &HeaderName| text(k).to_owned();
+        let language = get(&LANGUAGE);
+        let client_id = get(&CLIENT_ID);
+        let deadline = Some(text(&TIMEOUT)).filter(|t| !t.is_empty()).and_then(parse_grpc_timeout);
         let caller = if client_id.is_empty() {
             Err(BrokerError::ClientIdRequired)
         } else if client_id.len() > MAX_CLIENT_ID {
@@ -43,8 +55,8 @@ impl Caller {
                 client_id,
                 language: language.clone(),
                 deadline: deadline.map(|d| Instant::now() + d),
-                forwarded: md.contains_key(crate::grpc::forward::FORWARDED_HEADER),
-                signature: Some((get("authorization"), get("x-mq-date-time"))).filter(|(a, _)| !a.is_empty()),
+                forwarded: headers.contains_key(&FORWARDED),
+                signature: Some((get(&AUTHORIZATION), get(&DATE_TIME))).filter(|(a, _)| !a.is_empty()),
                 user: None,
             })
         };

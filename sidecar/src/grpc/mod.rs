@@ -13,6 +13,7 @@ pub mod forward;
 #[cfg(test)]
 mod raw_service;
 pub mod route;
+mod rpc_latency;
 mod send;
 pub mod serving;
 pub mod session;
@@ -40,6 +41,7 @@ use convert::name;
 use delivery::DeliveryEncoder;
 use forward::Peers;
 use route::Advertised;
+use rpc_latency::{Rpc, RpcLatency};
 use status::{batch_status, error_status, ok};
 
 /// Time kept back from the client's deadline so a long poll answers before the client gives up.
@@ -55,6 +57,7 @@ pub struct Messaging {
     cluster: Option<Arc<ClusterView>>,
     /// Access control; None lets every caller do everything.
     acl: Option<Arc<Acl>>,
+    rpc_latency: RpcLatency,
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
@@ -63,7 +66,8 @@ impl Messaging {
     /// A service answering for `broker`, advertising `advertised` in routes; in Kubernetes,
     /// `cluster` is the view of the other pods.
     pub fn new(broker: Arc<Broker>, advertised: Advertised, peers: Peers, cluster: Option<Arc<ClusterView>>) -> Self {
-        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers), cluster, acl: None }
+        let rpc_latency = RpcLatency::new(&broker.metrics().rpc_latency);
+        Self { broker, advertised: Arc::new(advertised), peers: Arc::new(peers), cluster, acl: None, rpc_latency }
     }
 
     /// Checks every request against `acl`.
@@ -96,12 +100,8 @@ impl Messaging {
         same_set && owner == self.broker.config().broker_id
     }
 
-    fn observe(&self, rpc: &str, code: i32, started: Instant) {
-        self.broker
-            .metrics()
-            .rpc_latency
-            .with_label_values(&["grpc", rpc, &code.to_string()])
-            .observe(started.elapsed().as_secs_f64() * 1000.0);
+    fn observe(&self, rpc: Rpc, code: i32, started: Instant) {
+        self.rpc_latency.observe(rpc, code, started);
     }
 
     async fn receive(
@@ -181,7 +181,7 @@ impl MessagingService for Messaging {
                 status: Some(error_status(&e, &language)),
                 message_queues: vec![],
             });
-        self.observe("QueryRoute", response.status.as_ref().map_or(0, |s| s.code), started);
+        self.observe(Rpc::QueryRoute, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
@@ -217,7 +217,7 @@ impl MessagingService for Messaging {
                 pb::SendMessageResponse { status: Some(status), entries }
             }
         };
-        self.observe("SendMessage", response.status.as_ref().map_or(0, |s| s.code), started);
+        self.observe(Rpc::SendMessage, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
@@ -268,7 +268,7 @@ impl MessagingService for Messaging {
                 (s.code, vec![Content::Status(s)])
             }
         };
-        self.observe("ReceiveMessage", code, started);
+        self.observe(Rpc::ReceiveMessage, code, started);
         let stream =
             futures::stream::iter(responses.into_iter().map(|c| Ok(pb::ReceiveMessageResponse { content: Some(c) })));
         Ok(Response::new(Box::pin(stream)))
@@ -304,7 +304,7 @@ impl MessagingService for Messaging {
             }
             Err(e) => pb::AckMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] },
         };
-        self.observe("AckMessage", response.status.as_ref().map_or(0, |s| s.code), started);
+        self.observe(Rpc::AckMessage, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
@@ -453,7 +453,7 @@ impl MessagingService for Messaging {
                 receipt_handle: String::new(),
             },
         };
-        self.observe("ChangeInvisibleDuration", response.status.as_ref().map_or(0, |s| s.code), started);
+        self.observe(Rpc::ChangeInvisibleDuration, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
