@@ -152,9 +152,9 @@ impl Remembered {
         std::hint::black_box(touched);
     }
 
-    /// What an earlier send of message `id` (under `key`) answered, if it is remembered and
-    /// younger than the window at `now`.
-    pub(super) fn find(&self, key: SendKey, id: &str, now: Instant) -> Option<SendReceipt> {
+    /// What an earlier send under `key` (its topic and message id) answered, if it is remembered
+    /// and younger than the window at `now`.
+    pub(super) fn find(&self, key: SendKey, now: Instant) -> Option<SendReceipt> {
         let send = self.index[key.bucket()]
             .0
             .iter()
@@ -162,7 +162,6 @@ impl Remembered {
             .filter_map(|way| self.send(way.seq))
             .find(|send| send.key == key)?;
         (now.saturating_duration_since(send.at) < DEDUP_WINDOW).then(|| SendReceipt {
-            message_id: id.to_owned(),
             partition: send.partition,
             offset: send.offset,
             transaction_id: send.transaction_id.as_deref().unwrap_or_default().to_owned(),
@@ -227,25 +226,25 @@ mod tests {
     fn get(dedup: &SendDedup, topic: &str, id: &str, now: Instant) -> Option<SendReceipt> {
         let (remembered, key) = (dedup.lock(), dedup.key_of(topic, id));
         remembered.warm(std::iter::once(key));
-        remembered.find(key, id, now)
+        remembered.find(key, now)
     }
 
-    fn insert(dedup: &SendDedup, topic: &str, receipt: &SendReceipt, now: Instant) {
-        dedup.lock().remember(dedup.key_of(topic, &receipt.message_id), receipt, now);
+    fn insert(dedup: &SendDedup, topic: &str, id: &str, receipt: &SendReceipt, now: Instant) {
+        dedup.lock().remember(dedup.key_of(topic, id), receipt, now);
     }
 
-    fn receipt(id: &str, partition: u32, offset: u64, transaction_id: &str) -> SendReceipt {
-        SendReceipt { message_id: id.into(), partition, offset, transaction_id: transaction_id.into() }
+    fn receipt(partition: u32, offset: u64, transaction_id: &str) -> SendReceipt {
+        SendReceipt { partition, offset, transaction_id: transaction_id.into() }
     }
 
     /// Send `m{i}`, stored at offset `i` of partition 0.
     fn numbered(i: usize) -> SendReceipt {
-        receipt(&format!("m{i}"), 0, i as u64, "")
+        receipt(0, i as u64, "")
     }
 
     fn insert_numbered(dedup: &SendDedup, sends: std::ops::Range<usize>, now: Instant) {
         for i in sends {
-            insert(dedup, "t", &numbered(i), now);
+            insert(dedup, "t", &format!("m{i}"), &numbered(i), now);
         }
     }
 
@@ -257,10 +256,10 @@ mod tests {
     fn a_retried_send_gets_the_first_answer() {
         let dedup = dedup();
         let now = Instant::now();
-        insert(&dedup, "orders", &receipt("id-1", 3, 42, ""), now);
-        insert(&dedup, "orders", &receipt("id-2", 1, 7, "0-00000000000000a1"), now);
-        assert_eq!(get(&dedup, "orders", "id-1", now), Some(receipt("id-1", 3, 42, "")));
-        assert_eq!(get(&dedup, "orders", "id-2", now), Some(receipt("id-2", 1, 7, "0-00000000000000a1")));
+        insert(&dedup, "orders", "id-1", &receipt(3, 42, ""), now);
+        insert(&dedup, "orders", "id-2", &receipt(1, 7, "0-00000000000000a1"), now);
+        assert_eq!(get(&dedup, "orders", "id-1", now), Some(receipt(3, 42, "")));
+        assert_eq!(get(&dedup, "orders", "id-2", now), Some(receipt(1, 7, "0-00000000000000a1")));
         // The same id on another topic, or another id, is a different send.
         assert_eq!(get(&dedup, "payments", "id-1", now), None);
         assert_eq!(get(&dedup, "orders", "id-3", now), None);
@@ -285,14 +284,14 @@ mod tests {
     fn sends_are_forgotten_after_the_window() {
         let dedup = dedup();
         let start = Instant::now();
-        insert(&dedup, "t", &receipt("old", 0, 1, ""), start);
+        insert(&dedup, "t", "old", &receipt(0, 1, ""), start);
         let later = start + DEDUP_WINDOW + Duration::from_secs(1);
         // Past the window an entry no longer answers, even before it is evicted ...
         assert_eq!(get(&dedup, "t", "old", later), None);
         // ... and the next send evicts it.
-        insert(&dedup, "t", &receipt("new", 0, 2, ""), later);
+        insert(&dedup, "t", "new", &receipt(0, 2, ""), later);
         assert_eq!(dedup.lock().len(), 1);
-        assert_eq!(get(&dedup, "t", "new", later), Some(receipt("new", 0, 2, "")));
+        assert_eq!(get(&dedup, "t", "new", later), Some(receipt(0, 2, "")));
     }
 
     /// Two copies of one send stored (both in flight before either was remembered): either answer
@@ -301,14 +300,14 @@ mod tests {
     fn a_send_stored_twice_is_remembered_until_its_later_copy_is_forgotten() {
         let dedup = dedup();
         let now = Instant::now();
-        insert(&dedup, "t", &receipt("twice", 0, 1, ""), now);
-        insert(&dedup, "t", &receipt("twice", 0, 2, ""), now);
+        insert(&dedup, "t", "twice", &receipt(0, 1, ""), now);
+        insert(&dedup, "t", "twice", &receipt(0, 2, ""), now);
         let answer = get(&dedup, "t", "twice", now).expect("remembered");
         assert!([1, 2].contains(&answer.offset), "{answer:?}");
         insert_numbered(&dedup, 0..DEDUP_CAPACITY - 1, now);
         // The first copy is forgotten now; the second is the oldest remembered send.
-        assert_eq!(get(&dedup, "t", "twice", now), Some(receipt("twice", 0, 2, "")));
-        insert(&dedup, "t", &receipt("one-more", 0, 0, ""), now);
+        assert_eq!(get(&dedup, "t", "twice", now), Some(receipt(0, 2, "")));
+        insert(&dedup, "t", "one-more", &receipt(0, 0, ""), now);
         assert_eq!(get(&dedup, "t", "twice", now), None);
         assert_eq!(dedup.lock().len(), DEDUP_CAPACITY);
     }
@@ -325,7 +324,7 @@ mod tests {
             .take(WAYS + 2)
             .collect();
         for (i, id) in same_bucket.iter().enumerate() {
-            insert(&dedup, "t", &receipt(id, 0, i as u64, ""), now);
+            insert(&dedup, "t", id, &receipt(0, i as u64, ""), now);
         }
         let found: Vec<bool> = same_bucket.iter().map(|id| get(&dedup, "t", id, now).is_some()).collect();
         assert_eq!(found[..2], [false, false], "the two oldest gave way");

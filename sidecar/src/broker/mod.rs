@@ -130,8 +130,6 @@ pub struct IncomingMessage {
 /// Where a sent message was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendReceipt {
-    /// The client's message id.
-    pub message_id: String,
     /// Partition.
     pub partition: u32,
     /// Queue offset (0 for delayed and half messages, which have none yet).

@@ -126,9 +126,7 @@ impl Broker {
             let now = Instant::now();
             for (slot, p) in prepared.into_iter().enumerate() {
                 match p {
-                    Ok(New { receipt, key, .. })
-                        if let Some(first) = remembered.find(key, &receipt.message_id, now) =>
-                    {
+                    Ok(New { key, .. }) if let Some(first) = remembered.find(key, now) => {
                         results[slot] = Some(Ok(first));
                     }
                     Ok(New { record, topic, receipt, key, body_len, message_type }) => {
@@ -279,12 +277,7 @@ impl Broker {
         };
         let group_hash = index_group_hash(&topic, &stored.message_group);
         let tag_hash = tag_hash(&stored.tag);
-        let receipt = SendReceipt {
-            message_id: stored.message_id.clone(),
-            partition,
-            offset: 0,
-            transaction_id: stored.transaction_id.clone(),
-        };
+        let receipt = SendReceipt { partition, offset: 0, transaction_id: stored.transaction_id.clone() };
         let body = RecordBody::sent(stored);
         let record = match kind {
             RecordKind::Message => AppendRecord::message(

@@ -42,7 +42,7 @@ impl Messaging {
                 }
                 (None, Ok(r)) => entries.push(Some(pb::SendResultEntry {
                     status: Some(ok()),
-                    message_id: r.message_id,
+                    message_id: id,
                     offset: r.offset as i64,
                     transaction_id: r.transaction_id,
                     ..Default::default()
