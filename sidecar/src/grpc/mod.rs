@@ -100,10 +100,6 @@ impl Messaging {
         same_set && owner == self.broker.config().broker_id
     }
 
-    fn observe(&self, rpc: Rpc, code: i32, started: Instant) {
-        self.rpc_latency.observe(rpc, code, started);
-    }
-
     async fn receive(
         &self,
         caller: &Caller,
@@ -181,7 +177,7 @@ impl MessagingService for Messaging {
                 status: Some(error_status(&e, &language)),
                 message_queues: vec![],
             });
-        self.observe(Rpc::QueryRoute, response.status.as_ref().map_or(0, |s| s.code), started);
+        self.rpc_latency.observe(Rpc::QueryRoute, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
@@ -217,7 +213,7 @@ impl MessagingService for Messaging {
                 pb::SendMessageResponse { status: Some(status), entries }
             }
         };
-        self.observe(Rpc::SendMessage, response.status.as_ref().map_or(0, |s| s.code), started);
+        self.rpc_latency.observe(Rpc::SendMessage, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
@@ -268,7 +264,7 @@ impl MessagingService for Messaging {
                 (s.code, vec![Content::Status(s)])
             }
         };
-        self.observe(Rpc::ReceiveMessage, code, started);
+        self.rpc_latency.observe(Rpc::ReceiveMessage, code, started);
         let stream =
             futures::stream::iter(responses.into_iter().map(|c| Ok(pb::ReceiveMessageResponse { content: Some(c) })));
         Ok(Response::new(Box::pin(stream)))
@@ -304,7 +300,7 @@ impl MessagingService for Messaging {
             }
             Err(e) => pb::AckMessageResponse { status: Some(error_status(&e, &language)), entries: vec![] },
         };
-        self.observe(Rpc::AckMessage, response.status.as_ref().map_or(0, |s| s.code), started);
+        self.rpc_latency.observe(Rpc::AckMessage, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 
@@ -453,7 +449,7 @@ impl MessagingService for Messaging {
                 receipt_handle: String::new(),
             },
         };
-        self.observe(Rpc::ChangeInvisibleDuration, response.status.as_ref().map_or(0, |s| s.code), started);
+        self.rpc_latency.observe(Rpc::ChangeInvisibleDuration, response.status.as_ref().map_or(0, |s| s.code), started);
         Ok(Response::new(response))
     }
 

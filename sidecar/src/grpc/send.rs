@@ -18,6 +18,8 @@ impl Messaging {
     /// Answers every message of a SendMessage request, in order.
     pub(super) async fn send(&self, caller: &Caller, messages: Vec<pb::Message>) -> Vec<pb::SendResultEntry> {
         let language = caller.language.as_str();
+        // Every entry answers with its message's id, stored or not; the messages themselves move
+        // into the store.
         let ids: Vec<String> = messages
             .iter()
             .map(|m| m.system_properties.as_ref().map(|s| s.message_id.clone()).unwrap_or_default())
