@@ -295,6 +295,40 @@ async fn empty_and_malformed_batches_are_bad_requests() {
     still_serving(&mut broker, &mut client).await;
 }
 
+/// A batch answers every message in its own entry, in the order sent and under the message's
+/// own id, whether it was stored, refused by the broker's checks or malformed on the wire.
+#[tokio::test]
+async fn a_mixed_batch_answers_every_message_in_order_under_its_id() {
+    let (_dir, mut broker, mut client) = start(&[]).await;
+    let mut reserved = message("alive", "m-2", None, b"x".to_vec());
+    reserved.user_properties.insert("UNIQ_KEY".into(), "v".into());
+    let mut no_props = message("alive", "m-4", None, b"x".to_vec());
+    no_props.system_properties = None;
+    let messages = vec![
+        message("alive", "m-1", None, b"x".to_vec()),
+        reserved,
+        message("alive", "m-3", None, b"x".to_vec()),
+        no_props,
+        message("alive", "m-5", None, b"x".to_vec()),
+    ];
+    let sent = client.send_message(pb::SendMessageRequest { messages }).await.unwrap().into_inner();
+    let answers: Vec<(&str, pb::Code)> =
+        sent.entries.iter().map(|e| (e.message_id.as_str(), code(&e.status))).collect();
+    assert_eq!(
+        answers,
+        [
+            ("m-1", pb::Code::Ok),
+            ("m-2", pb::Code::IllegalMessagePropertyKey),
+            ("m-3", pb::Code::Ok),
+            // No system properties: no id to answer under.
+            ("", pb::Code::BadRequest),
+            ("m-5", pb::Code::Ok),
+        ]
+    );
+    assert_ne!(code(&sent.status), pb::Code::Ok, "the batch says its entries differ");
+    still_serving(&mut broker, &mut client).await;
+}
+
 /// `spec.permission`: a ReadOnly topic refuses sends and a WriteOnly topic refuses receives with
 /// FORBIDDEN (routes show the queues as READ / WRITE), and the broker stays up.
 #[tokio::test]
