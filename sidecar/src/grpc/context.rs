@@ -45,7 +45,7 @@ impl Caller {
         let get = |k: &HeaderName| text(k).to_owned();
         let language = get(&LANGUAGE);
         let client_id = get(&CLIENT_ID);
-        let deadline = Some(text(&TIMEOUT)).filter(|t| !t.is_empty()).and_then(parse_grpc_timeout);
+        let deadline = parse_grpc_timeout(text(&TIMEOUT));
         let caller = if client_id.is_empty() {
             Err(BrokerError::ClientIdRequired)
         } else if client_id.len() > MAX_CLIENT_ID {
