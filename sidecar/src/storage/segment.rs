@@ -332,9 +332,9 @@ fn slices(offset: u64, len: usize) -> impl Iterator<Item = (u64, usize)> {
     let mut at = offset;
     std::iter::from_fn(move || {
         (at < end).then(|| {
-            let next_boundary = (at / WRITE_SLICE + 1) * WRITE_SLICE;
-            let slice = (at, (next_boundary.min(end) - at) as usize);
-            at = next_boundary.min(end);
+            let stop = ((at / WRITE_SLICE + 1) * WRITE_SLICE).min(end);
+            let slice = (at, (stop - at) as usize);
+            at = stop;
             slice
         })
     })
