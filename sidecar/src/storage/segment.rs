@@ -315,7 +315,7 @@ pub fn parse_file_name(path: &Path) -> Option<u64> {
 /// hands free memory back to its host) those come from memory the host must fault in again:
 /// 400 MiB written in 32 KiB `pwrite`s took 0.10 s of CPU, in 128 KiB ones 0.46-1.5 s (five rounds
 /// each, alternating). Turn-sized groups (`staging`) lost throughput with four producers (8-20%)
-/// until their writes were sliced.
+/// until their writes were sliced; sliced, a group's size no longer matters to the kernel.
 ///
 /// The slices are cut where the file offset crosses a multiple of this size, not every so many
 /// bytes from where a group starts: a group of two 17 KiB sends is then one `pwrite` unless it

@@ -22,16 +22,24 @@
 //! Staging is per thread and only on current-thread runtimes (the serving threads'), where a
 //! task never moves: a group never waits for, or answers, another thread's requests, and a
 //! staged append is always written by its own thread. Elsewhere an append is queued and written
-//! at once. A turn's group is capped at [`TURN_GROUP_BYTES`]: larger groups lost throughput with
-//! several busy connections per thread (BENCHMARKS.md, "Changes measured").
+//! at once. A turn's group is capped at [`TURN_GROUP_BYTES`], which bounds how long the turn's
+//! first append waits for the others to be written.
 
 use std::cell::RefCell;
 
 use super::Store;
-use super::writer::Append;
+use super::writer::{Append, GROUP_BUFFER_BYTES};
 
-/// Staged bytes at which a turn's appends are written without waiting for the turn to end.
-const TURN_GROUP_BYTES: usize = 64 << 10;
+/// Staged bytes at which a turn's appends are written without waiting for the turn to end: the
+/// capacity the writer's encoding buffer starts with, so a turn's group never grows it.
+///
+/// It was 64 KiB while a group's size decided how long its `pwrite`s were (larger writes drew
+/// larger page-cache folios, which cost this VM dearly: see `segment::WRITE_SLICE`). Since writes
+/// are cut at aligned 64 KiB file offsets whatever the group, fewer, larger groups only save
+/// publications and wake-ups: four producers published 2-14% more (9 of 9 interleaved pairs),
+/// pubsub consumed 1-7% more (7 of 7), Sync publishing and the Sync 50k end-to-end p99 were no
+/// worse (BENCHMARKS.md, "Changes measured").
+const TURN_GROUP_BYTES: usize = GROUP_BUFFER_BYTES;
 
 thread_local! {
     /// Appends handed in on this thread during the current turn of its runtime, with their store.

@@ -173,6 +173,30 @@ async fn appends_ready_together_are_written_as_one_group() {
     assert_eq!(read_all(&store, "orders", 0), (0..17).map(|n| message("orders", 0, n)).collect::<Vec<_>>());
 }
 
+/// A turn's group is capped: once the appends staged in one turn reach a group's worth of bytes
+/// they are written without waiting for the turn to end, and the rest of the turn makes a group
+/// of its own.
+#[tokio::test]
+async fn a_turn_beyond_the_group_cap_is_written_in_two_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig { segment_bytes: 64 << 20, ..config(dir.path()) };
+    let (store, _) = open_with(config, Arc::new(AckCounter::default()));
+    let p = store.partition("orders", 0).unwrap();
+
+    // Appends of ten messages (12-16 KiB each), half again as many bytes as the cap in all.
+    let (mut chunks, mut bytes) = (Vec::<Vec<u64>>::new(), 0);
+    while bytes < super::writer::GROUP_BUFFER_BYTES * 3 / 2 {
+        let first = 10 * chunks.len() as u64;
+        chunks.push((first..first + 10).collect());
+        bytes += (first..first + 10).map(|n| message("orders", 0, n).encoded_len()).sum::<usize>();
+    }
+    let appends = chunks.len() as u64;
+    let answers = futures::future::join_all(chunks.iter().map(|c| append_chunk(&store, &p, c))).await;
+    assert_eq!(store.inner.metrics.groups.get(), 2, "{appends} appends in one turn, written as two groups");
+    let offsets: Vec<u64> = answers.iter().flatten().map(|a| a.queue_offset).collect();
+    assert_eq!(offsets, (0..appends * 10).collect::<Vec<_>>(), "each append keeps its own offsets, in order");
+}
+
 /// The first append of a turn is the one that writes the turn's appends: if its task is dropped
 /// while it waits for the others, the appends staged behind it are written all the same.
 #[tokio::test]

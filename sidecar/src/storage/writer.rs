@@ -137,6 +137,9 @@ pub(crate) enum Command {
 /// Limits of one group commit.
 const MAX_GROUP_BYTES: usize = 8 << 20;
 
+/// Capacity the writer's encoding buffer starts with; a group of up to this size never grows it.
+pub(super) const GROUP_BUFFER_BYTES: usize = 1 << 20;
+
 /// The writer and the appends waiting for it. Whoever holds `writer` writes.
 pub(crate) struct Committer {
     inner: Arc<StoreInner>,
@@ -154,7 +157,7 @@ impl Committer {
         let writer = Writer {
             inner: inner.clone(),
             publisher: publisher.clone(),
-            buf: Vec::with_capacity(1 << 20),
+            buf: Vec::with_capacity(GROUP_BUFFER_BYTES),
             next_offsets: ByPartition::default(),
             unsynced_since: None,
             disk_full: false,
