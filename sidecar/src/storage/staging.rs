@@ -11,7 +11,7 @@
 //!  one turn of a serving thread:
 //!    send A ──stage──► [A]         A is first: it yields
 //!    send B ──stage──► [A B]
-//!    ack  C ──stage──► [A B C]     (64 KiB staged: queued and written at once)
+//!    ack  C ──stage──► [A B C]     (1 MiB staged: queued and written at once)
 //!    ... the thread's other ready tasks run ...
 //!    A runs again ──► digest [A B C] ──► queue them ──► group commit ──► one group, one publication
 //! ```
@@ -39,7 +39,7 @@ use super::writer::{Append, GROUP_BUFFER_BYTES};
 /// publications and wake-ups: four producers published 2-14% more (9 of 9 interleaved pairs),
 /// pubsub consumed 1-7% more (7 of 7), Sync publishing and the Sync 50k end-to-end p99 were no
 /// worse (BENCHMARKS.md, "Changes measured").
-const TURN_GROUP_BYTES: usize = GROUP_BUFFER_BYTES;
+pub(super) const TURN_GROUP_BYTES: usize = GROUP_BUFFER_BYTES;
 
 thread_local! {
     /// Appends handed in on this thread during the current turn of its runtime, with their store.

@@ -183,9 +183,9 @@ async fn a_turn_beyond_the_group_cap_is_written_in_two_groups() {
     let (store, _) = open_with(config, Arc::new(AckCounter::default()));
     let p = store.partition("orders", 0).unwrap();
 
-    // Appends of ten messages (12-16 KiB each), half again as many bytes as the cap in all.
+    // Appends of ten messages (12-19 KB each), half again as many bytes as the cap in all.
     let (mut chunks, mut bytes) = (Vec::<Vec<u64>>::new(), 0);
-    while bytes < super::writer::GROUP_BUFFER_BYTES * 3 / 2 {
+    while bytes < super::staging::TURN_GROUP_BYTES * 3 / 2 {
         let first = 10 * chunks.len() as u64;
         chunks.push((first..first + 10).collect());
         bytes += (first..first + 10).map(|n| message("orders", 0, n).encoded_len()).sum::<usize>();
