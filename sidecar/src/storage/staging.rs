@@ -41,9 +41,18 @@ use super::writer::{Append, GROUP_BUFFER_BYTES};
 /// worse (BENCHMARKS.md, "Changes measured").
 pub(super) const TURN_GROUP_BYTES: usize = GROUP_BUFFER_BYTES;
 
+/// An append staged for a store during this turn.
+struct StagedAppend {
+    store: usize,
+    append: Append,
+    /// Bytes staged for `store` so far, this append's included: whether the turn's group is full
+    /// is read off the store's newest entry instead of summed again for every append.
+    store_bytes: usize,
+}
+
 thread_local! {
-    /// Appends handed in on this thread during the current turn of its runtime, with their store.
-    static STAGED: RefCell<Vec<(usize, Append)>> = const { RefCell::new(Vec::new()) };
+    /// Appends handed in on this thread during the current turn of its runtime.
+    static STAGED: RefCell<Vec<StagedAppend>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Whether the running task belongs to a current-thread runtime (the serving threads'), whose
@@ -62,12 +71,10 @@ impl<'a> Staged<'a> {
     pub(super) fn stage(store: &'a Store, append: Append) -> Option<Self> {
         let id = store.identity();
         let (first, full) = STAGED.with_borrow_mut(|staged| {
-            let (earlier, bytes) = staged
-                .iter()
-                .filter(|(s, _)| *s == id)
-                .fold((0, append.bytes()), |(n, bytes), (_, a)| (n + 1, bytes + a.bytes()));
-            staged.push((id, append));
-            (earlier == 0, bytes >= TURN_GROUP_BYTES)
+            let earlier = staged.iter().rev().find(|s| s.store == id).map(|s| s.store_bytes);
+            let store_bytes = earlier.unwrap_or(0) + append.bytes();
+            staged.push(StagedAppend { store: id, append, store_bytes });
+            (earlier.is_none(), store_bytes >= TURN_GROUP_BYTES)
         });
         if full && !first {
             write_staged(store);
@@ -87,7 +94,7 @@ impl Drop for Staged<'_> {
 fn write_staged(store: &Store) {
     let id = store.identity();
     STAGED.with_borrow_mut(|staged| {
-        store.committer.queue_all(staged.extract_if(.., |(s, _)| *s == id).map(|(_, append)| append));
+        store.committer.queue_all(staged.extract_if(.., |s| s.store == id).map(|s| s.append));
     });
     store.commit_waiting();
 }
