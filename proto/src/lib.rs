@@ -18,6 +18,7 @@
 //! types they import), for gRPC server reflection.
 
 pub mod client_tls;
+pub mod codec;
 pub mod raw_codec;
 pub mod receive_response;
 pub mod signature;
