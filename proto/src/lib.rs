@@ -9,6 +9,9 @@
 //! `Message.body`, are [`bytes::Bytes`], so a decoded body shares the request buffer instead of being
 //! copied.
 //!
+//! Every service and client decodes with [`codec::ProstCodec`]: prost's, with a send's decoding
+//! buffer sized from the sends before it, so a batch is not copied through tonic's reallocations.
+//!
 //! [`client_tls`] turns a broker address and an optional trust setting into a tonic endpoint;
 //! [`signature`] signs requests for brokers that enforce access control. [`raw_codec`] carries message
 //! bytes unchanged, for callers without generated types. [`receive_response`] is the one message
