@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // `bytes` fields (Message.body) become `bytes::Bytes`: decoded without a copy.
         .bytes(".")
-        // prost's codec with a decoding buffer that holds a batched send (see the module).
+        // prost's codec, with a send's decoding buffer sized from the sends before it (see the module).
         .codec_path("crate::codec::ProstCodec")
         // Written by hand, so a broker can send a message it encoded itself (see the module).
         .extern_path(".apache.rocketmq.v2.ReceiveMessageResponse", "crate::receive_response::ReceiveMessageResponse")

@@ -37,7 +37,7 @@ const YIELD_THRESHOLD_BYTES: usize = 32 << 10;
 /// flight holds before its data arrives.
 const MAX_SEND_BUFFER_BYTES: usize = 64 << 10;
 
-/// The gRPC message prefix (compression flag and length) and some slack.
+/// Room beyond twice the message: its 5-byte gRPC prefix (compression flag, length), with slack.
 const PREFIX_BYTES: usize = 64;
 
 thread_local! {
