@@ -2,7 +2,8 @@
 //! servers (e.g. Debian's 2.9 and a current release), interleaved over several repetitions, each
 //! repetition starting with the next system (Weir, JetStream 2.9, JetStream 2.15; then JetStream
 //! 2.9, JetStream 2.15, Weir; ...), plus the disk's own sequential write limit; prints one Markdown
-//! table of medians with the Weir/JetStream ratio per JetStream.
+//! table of medians with the Weir/JetStream ratio per JetStream, and which of the benchmark
+//! issue's targets held (`targets.rs`).
 //!
 //! Each run is a child `weir-bench run --json` process with its own fresh server, so no run
 //! inherits another's caches, connections or memory.
@@ -16,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::system::{self, Environment, System};
+use crate::targets::{self, CaseMedians};
 use crate::{disk, wakeup};
 
 /// The knobs of a comparison.
@@ -383,7 +385,7 @@ fn cell(values: Option<(f64, f64, f64)>, figure: Figure) -> String {
     }
 }
 
-fn thousands(v: f64) -> String {
+pub(crate) fn thousands(v: f64) -> String {
     let digits = format!("{v:.0}");
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
@@ -453,6 +455,7 @@ fn render(
     writeln!(out, "| {} |", header.join(" | "))?;
     writeln!(out, "|{}", "---|".repeat(header.len()))?;
     let mut notes = Vec::new();
+    let mut medians = Vec::new();
     for (case, per_contender) in cases.iter().zip(runs) {
         let ok: Vec<Vec<Value>> =
             per_contender.iter().map(|runs| runs.iter().filter_map(|r| r.as_ref().ok()).cloned().collect()).collect();
@@ -461,6 +464,12 @@ fn render(
         };
         let figures: Vec<_> =
             ok.iter().map(|runs| spread(runs.iter().filter_map(|r| figure_of(r, case.figure)).collect())).collect();
+        medians.push(CaseMedians {
+            name: case.name.clone(),
+            figure: figures.iter().map(|f| f.map(|s| s.0)).collect(),
+            weir_publish: median(&ok[0], &|r| r["publish_msgs_per_s"].as_f64()),
+            weir_peak_rss_mib: median(&ok[0], &|r| r["server_peak_rss_mib"].as_f64()),
+        });
         let mut row = vec![case.name.clone(), case.about.clone()];
         row.extend(figures.iter().map(|f| cell(*f, case.figure)));
         for j in &figures[1..] {
@@ -497,6 +506,11 @@ fn render(
     if !notes.is_empty() {
         writeln!(out, "\n{}", notes.join("\n"))?;
     }
+    writeln!(
+        out,
+        "\nThe targets of the benchmark issue, judged from these medians (ratios against every JetStream):\n"
+    )?;
+    write!(out, "{}", targets::render(&targets::judge(&medians, jetstreams)))?;
     writeln!(out, "\nCommand lines: `weir-bench run --system weir|jetstream --count N <args>` with these args:\n")?;
     for case in cases {
         writeln!(out, "- {}: `{}`", case.name, case.args.join(" "))?;

@@ -12,6 +12,7 @@ mod compare;
 mod disk;
 mod jetstream;
 mod system;
+mod targets;
 mod wakeup;
 mod weir;
 mod workload;
