@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use crate::compare::thousands;
+
 /// One case's medians, as `compare` renders them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaseMedians {
@@ -37,83 +39,74 @@ const SYNC_50K_P99_MS: f64 = 5.0;
 const PARTITIONS_SHARE: f64 = 0.8;
 const BACKLOG_RSS_MIB: f64 = 512.0;
 
+/// The targets in the order (target `n` is `TARGETS[n - 1]`).
+const TARGETS: [&str; 6] = [
+    "Async publish ≥ 1.5× JetStream",
+    "publish and consume together ≥ 2× JetStream",
+    "Sync publish ≥ 150,000 msgs/s",
+    "end-to-end p99 ≤ 5 ms at 50,000 msgs/s, Sync",
+    "1,024 partitions ≥ 80% of 8",
+    "backlog: RSS < 512 MiB, drain from disk ≥ publish rate",
+];
+
 /// The six verdicts for a run's cases; `jetstreams` names the JetStream columns in order.
 pub fn judge(cases: &[CaseMedians], jetstreams: &[&str]) -> Vec<Verdict> {
     let find = |name: &str| cases.iter().find(|c| c.name == name);
     let weir = |name: &str| find(name).and_then(|c| c.figure.first().copied().flatten());
-    let mut verdicts = vec![
-        ratio(1, "Async publish ≥ 1.5× JetStream", "publish", cases, jetstreams, PUBLISH_RATIO),
-        ratio(2, "publish and consume together ≥ 2× JetStream", "pubsub", cases, jetstreams, PUBSUB_RATIO),
-    ];
-    verdicts.push(match weir("publish-sync") {
-        Some(rate) => Verdict {
-            number: 3,
-            target: "Sync publish ≥ 150,000 msgs/s",
-            met: Some(rate >= SYNC_MSGS_PER_S),
-            measured: format!("publish-sync {} msgs/s", crate::compare::thousands(rate)),
-        },
-        None => absent(3, "Sync publish ≥ 150,000 msgs/s", "publish-sync"),
-    });
-    verdicts.push(match weir("latency-sync-50k") {
-        Some(p99) => Verdict {
-            number: 4,
-            target: "end-to-end p99 ≤ 5 ms at 50,000 msgs/s, Sync",
-            met: Some(p99 <= SYNC_50K_P99_MS),
-            measured: format!("latency-sync-50k {p99:.2} ms"),
-        },
-        None => absent(4, "end-to-end p99 ≤ 5 ms at 50,000 msgs/s, Sync", "latency-sync-50k"),
-    });
-    verdicts.push(match (weir("partitions-1024"), weir("publish")) {
-        (Some(many), Some(eight)) if eight > 0.0 => Verdict {
-            number: 5,
-            target: "1,024 partitions ≥ 80% of 8",
-            met: Some(many >= PARTITIONS_SHARE * eight),
-            measured: format!(
+    let sync =
+        weir("publish-sync").map(|rate| (rate >= SYNC_MSGS_PER_S, format!("publish-sync {} msgs/s", thousands(rate))));
+    let latency = weir("latency-sync-50k").map(|p99| (p99 <= SYNC_50K_P99_MS, format!("latency-sync-50k {p99:.2} ms")));
+    let partitions = match (weir("partitions-1024"), weir("publish")) {
+        (Some(many), Some(eight)) if eight > 0.0 => Some((
+            many >= PARTITIONS_SHARE * eight,
+            format!(
                 "partitions-1024 {} against publish {} msgs/s: {:.0}%",
-                crate::compare::thousands(many),
-                crate::compare::thousands(eight),
+                thousands(many),
+                thousands(eight),
                 100.0 * many / eight
             ),
-        },
-        _ => absent(5, "1,024 partitions ≥ 80% of 8", "partitions-1024 and publish"),
+        )),
+        _ => None,
+    };
+    let backlog = find("backlog").and_then(|c| {
+        let (drain, publish) = (c.figure.first().copied().flatten()?, c.weir_publish.filter(|p| *p > 0.0)?);
+        let rss = c.weir_peak_rss_mib;
+        Some((
+            drain >= publish && rss.is_some_and(|r| r < BACKLOG_RSS_MIB),
+            format!(
+                "backlog drained at {} msgs/s against {} published ({:.0}%), peak RSS {}",
+                thousands(drain),
+                thousands(publish),
+                100.0 * drain / publish,
+                rss.map_or("not measured".into(), |r| format!("{r:.0} MiB"))
+            ),
+        ))
     });
-    let backlog = find("backlog");
-    verdicts.push(
-        match (backlog.and_then(|c| c.figure.first().copied().flatten()), backlog.and_then(|c| c.weir_publish)) {
-            (Some(drain), Some(publish)) if publish > 0.0 => {
-                let rss = backlog.and_then(|c| c.weir_peak_rss_mib);
-                Verdict {
-                    number: 6,
-                    target: "backlog: RSS < 512 MiB, drain from disk ≥ publish rate",
-                    met: Some(drain >= publish && rss.is_some_and(|r| r < BACKLOG_RSS_MIB)),
-                    measured: format!(
-                        "backlog drained at {} msgs/s against {} published ({:.0}%), peak RSS {}",
-                        crate::compare::thousands(drain),
-                        crate::compare::thousands(publish),
-                        100.0 * drain / publish,
-                        rss.map_or("not measured".into(), |r| format!("{r:.0} MiB"))
-                    ),
-                }
-            }
-            _ => absent(6, "backlog: RSS < 512 MiB, drain from disk ≥ publish rate", "backlog (--backlog-gib)"),
-        },
-    );
-    verdicts
+    [
+        ratio(find("publish"), jetstreams, PUBLISH_RATIO).ok_or("publish"),
+        ratio(find("pubsub"), jetstreams, PUBSUB_RATIO).ok_or("pubsub"),
+        sync.ok_or("publish-sync"),
+        latency.ok_or("latency-sync-50k"),
+        partitions.ok_or("partitions-1024 and publish"),
+        backlog.ok_or("backlog (--backlog-gib)"),
+    ]
+    .into_iter()
+    .zip(1..)
+    .map(|(judged, number)| {
+        let target = TARGETS[usize::from(number) - 1];
+        match judged {
+            Ok((met, measured)) => Verdict { number, target, met: Some(met), measured },
+            Err(case) => Verdict { number, target, met: None, measured: format!("{case} not in this run") },
+        }
+    })
+    .collect()
 }
 
-/// Weir against every JetStream on the throughput case `name`.
-fn ratio(
-    number: u8,
-    target: &'static str,
-    name: &str,
-    cases: &[CaseMedians],
-    jetstreams: &[&str],
-    at_least: f64,
-) -> Verdict {
-    let case = cases.iter().find(|c| c.name == name);
-    let Some((case, weir)) = case.and_then(|c| Some((c, c.figure.first().copied().flatten()?))) else {
-        return absent(number, target, name);
-    };
+/// Weir against every JetStream on a throughput case: whether it held against all, and the
+/// figures; `None` without the case or Weir's figure.
+fn ratio(case: Option<&CaseMedians>, jetstreams: &[&str], at_least: f64) -> Option<(bool, String)> {
+    let case = case?;
+    let weir = case.figure.first().copied().flatten()?;
     let mut met = !jetstreams.is_empty();
     let mut parts = Vec::new();
     for (label, theirs) in jetstreams.iter().zip(case.figure.iter().skip(1)) {
@@ -121,7 +114,7 @@ fn ratio(
             Some(theirs) if *theirs > 0.0 => {
                 let r = weir / theirs;
                 met &= r >= at_least;
-                parts.push(format!("{r:.2}× {label} ({})", crate::compare::thousands(*theirs)));
+                parts.push(format!("{r:.2}× {label} ({})", thousands(*theirs)));
             }
             _ => {
                 met = false;
@@ -129,16 +122,7 @@ fn ratio(
             }
         }
     }
-    Verdict {
-        number,
-        target,
-        met: Some(met),
-        measured: format!("{} {} msgs/s: {}", case.name, crate::compare::thousands(weir), parts.join(", ")),
-    }
-}
-
-fn absent(number: u8, target: &'static str, case: &str) -> Verdict {
-    Verdict { number, target, met: None, measured: format!("{case} not in this run") }
+    Some((met, format!("{} {} msgs/s: {}", case.name, thousands(weir), parts.join(", "))))
 }
 
 /// The verdicts as a Markdown table and a count.
