@@ -109,12 +109,13 @@ fn ratio(case: Option<&CaseMedians>, jetstreams: &[&str], at_least: f64) -> Opti
     let weir = case.figure.first().copied().flatten()?;
     let mut met = !jetstreams.is_empty();
     let mut parts = Vec::new();
-    for (label, theirs) in jetstreams.iter().zip(case.figure.iter().skip(1)) {
-        match theirs {
-            Some(theirs) if *theirs > 0.0 => {
+    // Indexed, not zipped: a JetStream column without a figure must fail the target, not vanish.
+    for (i, label) in jetstreams.iter().enumerate() {
+        match case.figure.get(i + 1).copied().flatten() {
+            Some(theirs) if theirs > 0.0 => {
                 let r = weir / theirs;
                 met &= r >= at_least;
-                parts.push(format!("{r:.2}× {label} ({})", thousands(*theirs)));
+                parts.push(format!("{r:.2}× {label} ({})", thousands(theirs)));
             }
             _ => {
                 met = false;
@@ -208,11 +209,14 @@ mod tests {
     fn missing_figures_are_not_counted_as_met() {
         let mut run = full_run(300_000.0, [200_000.0, 160_000.0]);
         run[1].figure[1] = None;
+        run[0].figure.truncate(2);
         run.retain(|c| c.name != "backlog");
         let verdicts = judge(&run, &JETSTREAMS);
+        assert_eq!(verdicts[0].met, Some(false), "{}", verdicts[0].measured);
+        assert!(verdicts[0].measured.contains("JetStream 2.15.1 not measured"), "{}", verdicts[0].measured);
         assert_eq!(verdicts[1].met, Some(false));
         assert_eq!(verdicts[5].met, None);
-        assert!(render(&verdicts).contains("Met in this run: 4 of the 5 targets"));
+        assert!(render(&verdicts).contains("Met in this run: 3 of the 5 targets"));
         let only_backlog = judge(&full_run(300_000.0, [200_000.0, 160_000.0])[5..], &JETSTREAMS);
         assert_eq!(met(&only_backlog), [None, None, None, None, None, Some(true)]);
     }
